@@ -1,0 +1,75 @@
+"""NIfTI reading and writing with the true affine, shared by every module that touches files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def load_volume(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI volume.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        dtype: optional dtype to cast the data to (default: the file's scaled data as float32 for images
+            stored with scaling, else the on-disk dtype).
+
+    Returns:
+        ``(array, affine)``: the array indexed (x, y, z) as stored, and the 4x4 voxel-to-world affine.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file cannot be read as NIfTI (the message names the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:  # nibabel raises several types for corrupt files
+        raise ValueError(f"{path}: cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
+
+
+def save_volume(
+    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type | None = None
+) -> Path:
+    """Write a NIfTI volume atomically (temporary file in the same folder, then rename).
+
+    Args:
+        array: 3D array indexed (x, y, z).
+        affine: 4x4 voxel-to-world affine.
+        path: destination (``.nii.gz`` compresses).
+        dtype: on-disk dtype (default: the array's dtype).
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(array if dtype is None else array.astype(dtype))
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm")
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing in mm (column norms of the affine's 3x3 part)."""
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return tuple(float(v) for v in np.sqrt((a**2).sum(axis=0)))
