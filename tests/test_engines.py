@@ -1,0 +1,323 @@
+"""Tests of ctsynth.engines: seeding, checkpoint I/O, loss log, blow-up detection and the gated GAN trainer."""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from torch.utils.data import DataLoader
+
+from ctsynth.engines import (
+    AccuracyGate,
+    EpochLossLogger,
+    GatedGanTrainer,
+    choose_checkpoint_epoch,
+    detect_blowup,
+    discriminator_accuracy,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    make_gaussian_latent,
+    per_index_seed,
+    read_loss_log,
+    rolling_median,
+    save_checkpoint,
+    seed_everything,
+    seed_worker,
+    seeded_noise,
+    select_checkpoint,
+)
+
+# ---------------------------------------------------------------- seeding
+
+
+def test_seed_everything_repeats_all_generators():
+    seed_everything(3)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    seed_everything(3)
+    b = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert a == b
+    with pytest.raises(ValueError, match="non-negative"):
+        seed_everything(-1)
+
+
+def test_seed_worker_follows_torch_seed():
+    torch.manual_seed(11)
+    seed_worker(0)
+    a = np.random.rand()
+    torch.manual_seed(11)
+    seed_worker(5)
+    assert np.random.rand() == a  # the worker id is already part of torch's per-worker seed
+    torch.manual_seed(12)
+    seed_worker(0)
+    assert np.random.rand() != a
+
+
+def test_seeded_noise_is_per_index():
+    full = seeded_noise((2, 3), seed=7, indices=[0, 1, 2, 3])
+    part = seeded_noise((2, 3), seed=7, indices=[2, 3])
+    assert full.shape == (4, 2, 3)
+    torch.testing.assert_close(full[2:], part)  # sample i does not depend on the batch it is drawn in
+    assert not torch.equal(full[0], full[1])
+    assert not torch.equal(seeded_noise((2, 3), seed=8, indices=[0])[0], full[0])
+    assert per_index_seed(1, 2) != per_index_seed(2, 1)
+    big = seeded_noise((20000,), seed=0, indices=[0], std=0.33)
+    assert abs(big.std().item() - 0.33) < 0.01
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_save_load_checkpoint_roundtrip(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    path = save_checkpoint({"net": net, "opt": opt, "extra": {"epoch": 4}}, tmp_path / "sub" / "c.pt")
+    assert [p.name for p in path.parent.iterdir()] == ["c.pt"]  # no temporary file left behind
+    state = torch.load(path, weights_only=True)
+    assert state["extra"] == {"epoch": 4}
+    net2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.Adam(net2.parameters(), lr=1e-3)
+    load_checkpoint(path, {"net": net2, "opt": opt2})
+    torch.testing.assert_close(net2.weight, net.weight)
+    assert opt2.state_dict()["state"][0]["step"] == 1
+
+
+def test_load_checkpoint_errors_and_bare_state_dict(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file at .*missing.pt; train first"):
+        load_checkpoint(tmp_path / "missing.pt", {"net": net}, missing_hint="train first")
+    save_checkpoint({"a": net}, tmp_path / "c.pt")
+    with pytest.raises(KeyError, match=r"no entry 'b' in checkpoint \(it has \['a'\]\)"):
+        load_checkpoint(tmp_path / "c.pt", {"b": net, "c": net})
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    net2 = torch.nn.Linear(2, 2)
+    load_checkpoint(tmp_path / "bare.pt", {"generator": net2})
+    torch.testing.assert_close(net2.bias, net.bias)
+
+
+def test_save_checkpoint_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
+    path = save_checkpoint({"x": {"v": 1}}, tmp_path / "c.pt")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint({"x": {"v": 2}}, path)
+    assert torch.load(path, weights_only=True) == {"x": {"v": 1}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_find_latest_checkpoint(tmp_path):
+    assert find_latest_checkpoint(tmp_path / "nope") is None
+    assert find_latest_checkpoint(tmp_path) is None
+    for name in ["checkpoint_epoch=20.pt", "checkpoint_epoch=100.pt", "checkpoint_epoch=40.pt", "model_final.pt"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "checkpoint_epoch=999.pt.tmp").write_bytes(b"x")  # an unfinished write is never picked
+    assert find_latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint_epoch=100.pt")
+    assert list(list_checkpoints(tmp_path)) == [20, 40, 100]
+
+
+# ---------------------------------------------------------------- loss log
+
+
+def _run_logger(tmp_path, epochs, start_epoch=0):
+    """A toy engine whose output g_loss = epoch * 10 + iteration-in-epoch (0,1,2) -> epoch mean = epoch * 10 + 1."""
+    logger = EpochLossLogger(tmp_path / "losses.csv", output_keys=("g_loss", "d_loss"))
+
+    def step(engine, batch):
+        return {"g_loss": engine.state.epoch * 10 + batch, "d_loss": torch.tensor([1.0, 3.0])}
+
+    engine = Engine(step)
+    logger.attach(engine)
+    if start_epoch:
+
+        @engine.on(Events.STARTED)
+        def _resume(e):
+            e.state.epoch = start_epoch
+            e.state.iteration = start_epoch * 3
+
+    engine.run([0, 1, 2], max_epochs=epochs)
+    return logger
+
+
+def test_epoch_loss_logger_writes_means_and_truncates_on_resume(tmp_path):
+    _run_logger(tmp_path, 3)
+    log = read_loss_log(tmp_path / "losses.csv")
+    np.testing.assert_array_equal(log["epoch"], [1, 2, 3])
+    np.testing.assert_allclose(log["g_loss"], [11.0, 21.0, 31.0])
+    np.testing.assert_allclose(log["d_loss"], [2.0, 2.0, 2.0])
+    # resume from a checkpoint of epoch 1: epochs 2.. are re-run and their old rows replaced, not duplicated
+    _run_logger(tmp_path, 4, start_epoch=1)
+    log = read_loss_log(tmp_path / "losses.csv")
+    np.testing.assert_array_equal(log["epoch"], [1, 2, 3, 4])
+    with open(tmp_path / "losses.csv") as f:
+        assert next(csv.reader(f)) == ["epoch", "g_loss", "d_loss"]
+
+
+def test_loss_log_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no loss log at"):
+        read_loss_log(tmp_path / "x.csv")
+    logger = EpochLossLogger(tmp_path / "l.csv", output_keys=("g_loss",))
+    engine = Engine(lambda e, b: {"loss": 1.0})
+    logger.attach(engine)
+    with pytest.raises(KeyError, match="engine output has no 'g_loss'"):
+        engine.run([0], max_epochs=1)
+
+
+# ---------------------------------------------------------------- blow-up detection and selection
+
+
+def test_rolling_median():
+    np.testing.assert_allclose(rolling_median([1, 9, 2, 8, 3], 3), [1, 5, 2, 8, 3])
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        rolling_median([1.0], 0)
+
+
+def test_detect_blowup_flat_then_jump():
+    rng = np.random.default_rng(0)
+    g = 1.0 + 0.02 * rng.standard_normal(100)
+    g[70:] += 4.0  # the generator loss jumps at epoch 71
+    assert detect_blowup(g) == 71
+    assert choose_checkpoint_epoch(range(20, 101, 20), 71) == 60
+
+
+def test_detect_blowup_never_blows_up():
+    rng = np.random.default_rng(1)
+    g = 1.0 + 0.1 * rng.standard_normal(300)
+    g[[50, 120, 121, 250]] = [4.0, 3.5, 5.0, 6.0]  # isolated spikes (at most 2 in a row) are noise, not a blow-up
+    assert detect_blowup(g) is None
+    slow = np.linspace(1.0, 1.4, 300) + 0.02 * rng.standard_normal(300)  # slow drift is no blow-up either
+    assert detect_blowup(slow) is None
+    assert choose_checkpoint_epoch([20, 40, 60], None) == 60
+
+
+def test_detect_blowup_nan_and_epochs():
+    g = np.ones(60)
+    g[45] = np.nan
+    g[46:] = np.inf
+    assert detect_blowup(g, epochs=np.arange(101, 161)) == 146
+    with pytest.raises(ValueError, match="differ in length"):
+        detect_blowup([1.0, 2.0], epochs=[1])
+
+
+def test_choose_checkpoint_errors():
+    with pytest.raises(ValueError, match="no checkpoints"):
+        choose_checkpoint_epoch([], None)
+    with pytest.raises(ValueError, match="blows up at epoch 15, before the first checkpoint"):
+        choose_checkpoint_epoch([20, 40], 15)
+
+
+def test_select_checkpoint_on_a_run_folder(tmp_path):
+    logger = EpochLossLogger(tmp_path / "losses.csv", output_keys=("g_loss", "d_loss"))
+    rng = np.random.default_rng(2)
+    for epoch in range(1, 121):
+        g = 0.8 + 0.05 * rng.standard_normal() + (3.0 if epoch >= 87 else 0.0)
+        logger.write_row(epoch, {"g_loss": g, "d_loss": 0.5})
+    ckpts = tmp_path / "ckpt"
+    for epoch in range(20, 121, 20):
+        save_checkpoint({"generator": {"w": torch.zeros(1)}}, ckpts / f"checkpoint_epoch={epoch}.pt")
+    choice = select_checkpoint(tmp_path / "losses.csv", ckpts)
+    assert (choice.epoch, choice.blowup_epoch) == (80, 87)
+    assert choice.path == ckpts / "checkpoint_epoch=80.pt"
+    assert "blows up at epoch 87" in choice.reason
+    with pytest.raises(KeyError, match="no column 'x'"):
+        select_checkpoint(tmp_path / "losses.csv", ckpts, key="x")
+    with pytest.raises(FileNotFoundError, match="no '\\*_epoch=<n>.pt' checkpoints in"):
+        select_checkpoint(tmp_path / "losses.csv", tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- GAN step helpers
+
+
+def test_make_gaussian_latent_shapes():
+    torch.manual_seed(0)
+    assert make_gaussian_latent(3, 16).shape == (3, 16)
+    z = make_gaussian_latent(2, (1, 4, 4, 4), std=0.33, non_blocking=True, extra=1)
+    assert z.shape == (2, 1, 4, 4, 4)
+
+
+def test_discriminator_accuracy_and_gate():
+    real = torch.tensor([[2.0], [-1.0]])
+    fake = torch.tensor([[-3.0], [-0.5]])
+    assert discriminator_accuracy(real, fake) == 0.75
+    assert not AccuracyGate(0.7)(real, fake)
+    assert AccuracyGate(0.8)(real, fake)
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        AccuracyGate(0.0)
+
+
+def _tiny_gan():
+    g = torch.nn.Sequential(torch.nn.Linear(4, 6))
+    d = torch.nn.Sequential(torch.nn.Linear(6, 1))
+    return g, d
+
+
+def _bce_d(real_logits, fake_logits):
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+
+
+def _bce_g(fake_logits):
+    return torch.nn.functional.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def _trainer(gate, reals):
+    torch.manual_seed(0)
+    g, d = _tiny_gan()
+    loader = DataLoader(reals, batch_size=4)
+    trainer = GatedGanTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        g_network=g,
+        g_optimizer=torch.optim.Adam(g.parameters(), 1e-2),
+        g_loss_function=_bce_g,
+        d_network=d,
+        d_optimizer=torch.optim.Adam(d.parameters(), 1e-2),
+        d_loss_function=_bce_d,
+        latent_shape=4,
+        d_prepare_batch=lambda batch, device, non_blocking, **kw: batch.to(device),
+        g_prepare_batch=make_gaussian_latent,
+        d_update_gate=gate,
+    )
+    return trainer, g, d
+
+
+def test_gated_gan_trainer_updates_and_gates():
+    reals = torch.randn(6, 6)  # 6 samples, batch 4: the last batch has 2 reals -> 2 fakes
+    trainer, g, d = _trainer(None, reals)
+    d0, g0 = [p.clone() for p in d.parameters()], [p.clone() for p in g.parameters()]
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    trainer.run()
+    assert len(outputs) == 2 and outputs[-1]["fakes"].shape == (2, 6)
+    assert all(o["d_updated"] == 1.0 for o in outputs)
+    assert {"g_loss", "d_loss", "d_accuracy"} <= set(outputs[0])
+    assert not torch.equal(next(d.parameters()), d0[0]) and not torch.equal(next(g.parameters()), g0[0])
+
+    # a gate that always refuses: D never changes, G still trains
+    trainer, g, d = _trainer(lambda r, f: False, reals)
+    d0 = [p.clone() for p in d.parameters()]
+    trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(d.parameters(), d0, strict=True))
+    assert trainer.state.output["d_updated"] == 0.0
+    with pytest.raises(ValueError, match="does not support amp_kwargs"):
+        GatedGanTrainer(
+            device="cpu",
+            max_epochs=1,
+            train_data_loader=None,
+            g_network=g,
+            g_optimizer=None,
+            g_loss_function=None,
+            d_network=d,
+            d_optimizer=None,
+            d_loss_function=None,
+            amp_kwargs={"dtype": torch.float16},
+        )
