@@ -12,10 +12,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ctsynth.data.dicom import (
+    _orient_like_headers,
     _storage_dtype,
     dicom_series_to_nifti,
     read_dicom_series,
     scan_dicom_folder,
+    series_affine,
     sort_slices,
 )
 from ctsynth.data.io import load_volume, spacing_from_affine
@@ -244,3 +246,17 @@ def test_real_ct_round_trip(tmp_path, real_ct_dir):
     array, got_affine = load_volume(dicom_series_to_nifti(tmp_path / "real", tmp_path / "real.nii.gz"))
     np.testing.assert_array_equal(array, hu)
     np.testing.assert_allclose(got_affine, affine, atol=1e-3)
+
+
+def test_reversed_itk_stack_is_flipped_back(tmp_path, rng):
+    """If ITK ever stacked the slices against the normal, the array is put back in header order."""
+    row, column = ORIENTATIONS["oblique"]
+    hu = known_hu(rng)
+    write_ct_series(tmp_path / "d", hu, row, column, stacked_positions(row, column))
+    (slices,) = scan_dicom_folder(tmp_path / "d").values()
+    ordered = sort_slices(slices)
+    reversed_affine = series_affine(ordered)
+    reversed_affine[:3, 2] *= -1
+    np.testing.assert_array_equal(_orient_like_headers(hu[:, :, ::-1], reversed_affine, ordered), hu)
+    with pytest.raises(RuntimeError, match="ITK's slice 0 differs from this file's pixels in HU"):
+        _orient_like_headers(hu[:, :, ::-1], series_affine(ordered), ordered)
