@@ -57,7 +57,9 @@ def test_pairwise_msssim_matches_monai(rng):
     vols = (vols - vols.min()) / (vols.max() - vols.min())
     out = pairwise_msssim(vols, max_pairs=6, seed=1, batch_size=4)
     cfg = out["config"]
-    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=cfg["kernel_size"], weights=cfg["weights"])
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=3, data_range=1.0, kernel_size=cfg["kernel_size"], weights=cfg["weights"]
+    )
     t = torch.as_tensor(vols)
     ref = [metric(t[i : i + 1], t[j : j + 1]).item() for i, j in out["pairs"]]
     np.testing.assert_allclose(out["values"], ref, rtol=1e-5)

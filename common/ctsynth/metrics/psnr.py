@@ -79,7 +79,9 @@ def slicewise_psnr(
         r = torch.as_tensor(np.asarray(real, dtype=np.float32))
         s = torch.as_tensor(np.asarray(synthetic_slices[plane], dtype=np.float32))
         if r.shape[1:] != s.shape[1:]:
-            raise ValueError(f"{plane} slices differ in shape: real {tuple(r.shape[1:])} vs synthetic {tuple(s.shape[1:])}.")
+            raise ValueError(
+                f"{plane} slices differ in shape: real {tuple(r.shape[1:])} vs synthetic {tuple(s.shape[1:])}."
+            )
         pairs = _pair_indices(r.shape[0], s.shape[0], pairing, seed)
         values = []
         for start in range(0, len(pairs), chunk):
