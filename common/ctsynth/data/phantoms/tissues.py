@@ -1,0 +1,109 @@
+"""Tissue classes of the phantoms: label id, mean HU per contrast phase, and texture standard deviation.
+
+A *tissue* is what gets painted; several tissues can share one label (kidney cortex and medulla are both
+"kidney", cortical and cancellous bone are both "vertebra"). Every number is documented in ``docs/phantoms.md``
+together with its source; the short source tags in the comments below are:
+
+- ``[PV]``  typical portal-venous (contrast-enhanced, ~70 s) ranges listed in the project's issue: liver 100-120,
+  pancreas 90-110, spleen 110-130, aorta 150-200, kidney cortex 150-200, fat -120..-80, muscle 40-60,
+  lung -850..-700 HU. The phantom's default is the middle of each range.
+- ``[NC]``  typical unenhanced values: liver 50-70 HU and about 10 HU above spleen (standard radiology teaching,
+  e.g. "Normal appearance of the liver on CT and MRI"), blood 40-45, kidney 30, muscle 50, fat -100, bone and air
+  from the Hounsfield scale; pancreas 40 (below liver, above water).
+- ``[REAL]`` the one real (unenhanced) CT in ``shared/data/real-ct`` (README): pancreas -10/28, liver 44/17,
+  spleen 32/19, kidneys 11-15/26-34, aorta 41/34, IVC 40/16, vertebrae 194-234/137-179, lower lung -727..-755.
+- ``[PDAC]`` tumour-to-pancreas contrast of hypo-attenuating PDAC in the portal-venous phase, 40.5 +/- 23 HU
+  (PubMed 17961951); 30-60 HU lower per the project's issue. The phantom default is 45 HU below pancreas.
+- ``[CHOICE]`` a value picked for a plausible look where no reference fixes it (documented as a choice).
+
+Texture SDs (organ heterogeneity, added on top of scanner noise) are ``[CHOICE]`` values tuned so that the total
+SD inside each organ (texture + noise + partial volume at the edges) is in the range of ``[REAL]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctsynth.data.labels import ABDOMEN_LABELS as A
+from ctsynth.data.labels import CHEST_LABELS as C
+
+PHASES = ("portal_venous", "non_contrast")
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """One paintable tissue.
+
+    Args:
+        name: tissue name.
+        label: organ label id (ABDOMEN_LABELS / CHEST_LABELS).
+        pv: mean HU in the portal-venous phase.
+        nc: mean HU without contrast.
+        sd: texture standard deviation in HU (spatially correlated organ heterogeneity).
+    """
+
+    name: str
+    label: int
+    pv: float
+    nc: float
+    sd: float
+
+    def mean(self, phase: str) -> float:
+        """Mean HU for ``phase`` ("portal_venous" or "non_contrast")."""
+        return self.pv if phase == "portal_venous" else self.nc
+
+
+# Abdomen. The order is the tissue id (index into this tuple); 0 is air outside the body.
+ABDOMEN_TISSUES: tuple[Tissue, ...] = (
+    Tissue("air", A["background"], -1000.0, -1000.0, 0.0),  # Hounsfield scale definition
+    Tissue("subcutaneous_fat", A["subcutaneous_fat"], -100.0, -100.0, 8.0),  # [PV] -120..-80, [NC] -100
+    Tissue("visceral_fat", A["visceral_fat"], -95.0, -100.0, 10.0),  # [PV] as fat; mesentery has small vessels
+    Tissue("skin", A["subcutaneous_fat"], 40.0, 40.0, 6.0),  # [CHOICE] thin dermis, labelled with the body wall fat
+    Tissue("muscle", A["muscle"], 55.0, 50.0, 8.0),  # [PV] 40-60, [NC] 50
+    Tissue("liver", A["liver"], 110.0, 58.0, 8.0),  # [PV] 100-120, [NC] 50-70
+    Tissue("liver_vessel", A["liver"], 160.0, 42.0, 6.0),  # [CHOICE] PV-phase portal/hepatic veins; [NC] blood
+    Tissue("spleen", A["spleen"], 120.0, 48.0, 8.0),  # [PV] 110-130, [NC] liver - 10
+    Tissue("kidney_cortex", A["kidney"], 175.0, 32.0, 10.0),  # [PV] 150-200, [NC] 30
+    Tissue("kidney_medulla", A["kidney"], 140.0, 30.0, 10.0),  # [CHOICE] nephrographic phase, slightly below cortex
+    Tissue("renal_sinus_fat", A["visceral_fat"], -90.0, -90.0, 10.0),  # [CHOICE] fat with small vessels
+    Tissue("stomach_wall", A["stomach_bowel"], 90.0, 40.0, 8.0),  # [CHOICE] enhancing mucosa/wall
+    Tissue("bowel_content", A["stomach_bowel"], 15.0, 15.0, 10.0),  # [CHOICE] water-like fluid / neutral contrast
+    Tissue("bowel_gas", A["bowel_gas"], -950.0, -950.0, 20.0),  # [CHOICE] air with partial volume
+    Tissue("aorta", A["aorta"], 170.0, 42.0, 6.0),  # [PV] 150-200, [NC] blood 40-45
+    Tissue("ivc", A["ivc"], 140.0, 42.0, 8.0),  # [CHOICE] PV infrarenal IVC mixes unenhanced blood; [NC] blood
+    Tissue("pancreas", A["pancreas"], 100.0, 40.0, 12.0),  # [PV] 90-110, [NC] 40 (lobulated: larger texture SD)
+    Tissue("tumor", A["tumor"], 55.0, 28.0, 14.0),  # [PDAC] pancreas - 45 HU in PV; [CHOICE] NC pancreas - 12
+    Tissue("tumor_necrosis", A["tumor"], 30.0, 20.0, 10.0),  # [CHOICE] hypo-enhancing core
+    Tissue("cancellous_bone", A["vertebra"], 190.0, 190.0, 40.0),  # [REAL] vertebrae 194-234 incl. cortex
+    Tissue("cortical_bone", A["vertebra"], 700.0, 700.0, 60.0),  # [CHOICE] thin cortical shell (PV-blurred)
+    Tissue("disc", A["vertebra"], 85.0, 85.0, 8.0),  # [CHOICE] intervertebral disc, labelled with the column
+    Tissue("spinal_canal", A["vertebra"], 20.0, 20.0, 6.0),  # [CHOICE] CSF/cord, labelled with the column
+)
+
+# Chest (default: unenhanced low-dose chest CT, as in lung screening). Order is the tissue id.
+CHEST_TISSUES: tuple[Tissue, ...] = (
+    Tissue("air", C["background"], -1000.0, -1000.0, 0.0),
+    Tissue("fat", C["fat"], -100.0, -100.0, 8.0),  # [PV]/[NC] fat
+    Tissue("skin", C["fat"], 40.0, 40.0, 6.0),  # [CHOICE]
+    Tissue("muscle", C["muscle"], 55.0, 50.0, 8.0),  # [PV] 40-60, [NC] 50
+    Tissue("mediastinum", C["mediastinum"], -60.0, -60.0, 25.0),  # [CHOICE] fat with vessels and nodes
+    Tissue("great_vessel", C["mediastinum"], 170.0, 42.0, 6.0),  # [PV] aorta / [NC] blood
+    Tissue("heart", C["heart"], 140.0, 42.0, 10.0),  # [CHOICE] PV chambers+myocardium / [NC] blood
+    Tissue("lung", C["lung"], -830.0, -830.0, 25.0),  # [PV] lung -850..-700 (parenchyma without vessels)
+    Tissue("lung_vessel", C["vessel"], 120.0, 40.0, 10.0),  # [CHOICE] pulmonary vessels / [NC] blood
+    Tissue("airway_wall", C["airway"], 0.0, 0.0, 15.0),  # [CHOICE] cartilage+mucosa, partial volume with air
+    Tissue("airway_lumen", C["airway"], -1000.0, -1000.0, 5.0),  # air
+    Tissue("rib_cortex", C["rib"], 650.0, 650.0, 60.0),  # [CHOICE] cortical bone, thin
+    Tissue("rib_marrow", C["rib"], 200.0, 200.0, 40.0),  # [CHOICE] as cancellous bone
+    Tissue("cancellous_bone", C["spine"], 190.0, 190.0, 40.0),  # [REAL] as the abdominal vertebrae
+    Tissue("cortical_bone", C["spine"], 700.0, 700.0, 60.0),  # [CHOICE]
+    Tissue("disc", C["spine"], 85.0, 85.0, 8.0),  # [CHOICE]
+    Tissue("spinal_canal", C["spine"], 20.0, 20.0, 6.0),  # [CHOICE]
+    Tissue("subdiaphragm", C["muscle"], 105.0, 55.0, 10.0),  # [CHOICE] liver/spleen domes; no chest label, so muscle
+    Tissue("nodule", C["nodule"], 35.0, 35.0, 12.0),  # [CHOICE] solid nodule, soft tissue (unenhanced 20-50)
+)
+
+
+def tissue_ids(tissues: tuple[Tissue, ...]) -> dict[str, int]:
+    """Map tissue name -> tissue id (its index)."""
+    return {t.name: i for i, t in enumerate(tissues)}
