@@ -287,7 +287,9 @@ def load_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
     base = Path(base_dir) if base_dir is not None else path.parent
     datalist = {k: v for k, v in raw.items() if k not in LIST_KEYS}
     for key in LIST_KEYS:
-        if key in raw:
+        if key in raw and not raw[key]:  # MONAI's loader fails on an empty "test" list
+            datalist[key] = []
+        elif key in raw:
             items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base)
             datalist[key] = [{k: _absolute(v) if k in ("image", "label") else v for k, v in i.items()} for i in items]
     return datalist
