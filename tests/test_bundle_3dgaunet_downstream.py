@@ -1,0 +1,356 @@
+"""pancreas_ct_3dgaunet downstream pieces: PDAC classifier, rotation augmentation, ROC/PR, splits, balancing,
+and the train_classifier / blend / evaluate configs run through ``python -m monai.bundle run`` on tiny inputs."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "pancreas_ct_3dgaunet"
+PYTHON = REPO / ".venv" / "bin" / "python"
+
+
+def _bundle_scripts(name: str):
+    """Import ``scripts.<name>`` of this bundle (other bundles also have a ``scripts`` package: evict theirs)."""
+    loaded = sys.modules.get("scripts")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").parent != BUNDLE / "scripts":
+        for key in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
+            del sys.modules[key]
+    if str(BUNDLE) not in sys.path:
+        sys.path.insert(0, str(BUNDLE))
+    return importlib.import_module(f"scripts.{name}")
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return _bundle_scripts("classifier")
+
+
+@pytest.fixture(scope="module")
+def cv():
+    return _bundle_scripts("cross_validation")
+
+
+@pytest.fixture(scope="module")
+def ev():
+    return _bundle_scripts("evaluation")
+
+
+# ----------------------------------------------------------------------------------------------- network
+
+
+def test_classifier_parameter_count_matches_paper(clf):
+    net = clf.PDACClassifier3D()
+    assert clf.count_learnable_parameters(net) == 1_351_873
+    # BatchNorm running statistics are buffers: 2 * (64 + 64 + 128 + 256) = 1,024 more in Keras' "total"
+    n_buffers = sum(b.numel() for n, b in net.named_buffers() if "running" in n)
+    assert clf.count_learnable_parameters(net) + n_buffers == 1_352_897
+
+
+def test_classifier_paper_text_variant_count(clf):
+    net = clf.PDACClassifier3D(filters="paper_text")
+    # convs 1,792 + 221,312 + 884,992 + 3,539,456; BN 1,920; dense 262,656; head 513
+    assert clf.count_learnable_parameters(net) == 4_912_641
+
+
+def test_classifier_output_shape_and_layers(clf):
+    torch.manual_seed(0)
+    net = clf.PDACClassifier3D(filters=(4, 4, 8, 8)).eval()
+    out = net(torch.rand(2, 1, 64, 64, 64))
+    assert out.shape == (2, 1)
+    # block order as in the paper: conv -> ReLU -> max-pool -> batch norm
+    block = net.backbone.blocks[0]
+    kinds = [type(m).__name__ for m in block.children()]
+    assert kinds == ["Conv3d", "ReLU", "MaxPool3d", "BatchNorm3d"]
+    assert net.dropout.p == pytest.approx(0.3)
+
+
+def test_classifier_same_padding_takes_small_cubes(clf):
+    net = clf.PDACClassifier3D(filters=(4, 4, 8, 8), padding="same").eval()
+    assert net(torch.rand(1, 1, 16, 16, 16)).shape == (1, 1)
+
+
+def test_classifier_bad_inputs(clf):
+    net = clf.PDACClassifier3D(filters=(4, 4, 8, 8))
+    with pytest.raises(ValueError, match="vanishes in the four conv/pool blocks"):
+        net(torch.rand(1, 1, 32, 32, 32))
+    with pytest.raises(ValueError, match=r"expected a \(N, C, D, H, W\) input"):
+        net(torch.rand(1, 32, 32, 32))
+    with pytest.raises(ValueError, match="unknown classifier variant"):
+        clf.PDACClassifier3D(filters="wide")
+    with pytest.raises(ValueError, match="dropout must be in"):
+        clf.PDACClassifier3D(dropout=1.0)
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+
+
+def test_rotation_single_axis_allowed_angles_both_directions(clf):
+    t = clf.RandSingleAxisRotated(keys="image")
+    t.set_random_state(seed=0)
+    seen = set()
+    img = torch.rand(1, 6, 6, 6)
+    for _ in range(200):
+        t.randomize()  # what every call draws
+        assert t.axis in (0, 1, 2)
+        assert abs(t.angle_deg) in (5.0, 10.0, 20.0, 40.0)
+        seen.add((t.axis, t.angle_deg))
+    # every axis, every magnitude and both directions occur
+    assert {a for a, _ in seen} == {0, 1, 2}
+    assert {abs(g) for _, g in seen} == {5.0, 10.0, 20.0, 40.0}
+    assert {math.copysign(1, g) for _, g in seen} == {1.0, -1.0}
+    # seeded: the same sequence again
+    t2 = clf.RandSingleAxisRotated(keys="image")
+    t2.set_random_state(seed=0)
+    t.set_random_state(seed=0)
+    draws = []
+    for tr in (t, t2):
+        seq = []
+        for _ in range(10):
+            tr({"image": img})
+            seq.append((tr.axis, tr.angle_deg))
+        draws.append(seq)
+    assert draws[0] == draws[1]
+
+
+def test_rotation_turns_only_about_the_drawn_axis(clf):
+    from scipy import ndimage
+
+    # a volume that varies in every direction; the rotation about axis a must equal scipy's in-plane rotation
+    # of each slice perpendicular to a (by +angle or -angle depending on the handedness convention)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, 33)] * 3, indexing="ij")
+    vol = (np.exp(-((x - 0.3) ** 2 + 2 * (y + 0.2) ** 2 + 3 * (z - 0.1) ** 2) * 3) + 0.2 * x).astype(np.float32)
+    t = clf.RandSingleAxisRotated(keys="image", angles_deg=(20,), padding_mode="border")
+    for seed in range(12):
+        t.set_random_state(seed=seed)
+        out = np.asarray(t({"image": torch.from_numpy(vol[None])})["image"])[0]
+        plane = tuple(a for a in range(3) if a != t.axis)
+        errors = []
+        for sign in (1, -1):
+            ref = ndimage.rotate(vol, sign * t.angle_deg, axes=plane, reshape=False, order=1, mode="nearest")
+            inner = (slice(8, -8),) * 3
+            errors.append(np.abs(out[inner] - ref[inner]).max())
+        assert min(errors) < 0.02, (t.axis, t.angle_deg, errors)
+        assert max(errors) > 0.05  # the other direction is really different
+
+
+def test_rotation_bad_angles(clf):
+    with pytest.raises(ValueError, match="angles_deg must be a non-empty list of positive angles"):
+        clf.RandSingleAxisRotated(keys="image", angles_deg=(0, 5))
+    t = clf.RandSingleAxisRotated(keys="image")
+    with pytest.raises(ValueError, match=r"expects \(C, x, y, z\) volumes"):
+        t({"image": torch.rand(8, 8, 8)})
+
+
+# ----------------------------------------------------------------------------------------------- ROC / PR
+
+
+def _auc_brute(y, s):
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
+    return float(np.mean(pairs))
+
+
+def _ap_brute(y, s):
+    # average over positives of the precision when predicting positive for score >= that positive's score
+    return float(np.mean([np.sum((s >= t) & (y == 1)) / np.sum(s >= t) for t in s[y == 1]]))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_roc_auc_and_average_precision_vs_brute_force(clf, rng, ties):
+    for _ in range(5):
+        y = rng.integers(0, 2, size=40)
+        y[:2] = [0, 1]
+        s = rng.random(40)
+        if ties:
+            s = np.round(s * 4) / 4
+        assert clf.roc_auc(y, s) == pytest.approx(_auc_brute(y, s), abs=1e-12)
+        assert clf.average_precision(y, s) == pytest.approx(_ap_brute(y, s), abs=1e-12)
+
+
+def test_roc_auc_agrees_with_monai(clf, rng):
+    from monai.metrics import compute_roc_auc
+
+    y = rng.integers(0, 2, size=50)
+    y[:2] = [0, 1]
+    s = rng.random(50)
+    assert clf.roc_auc(y, s) == pytest.approx(compute_roc_auc(torch.tensor(s), torch.tensor(y)), abs=1e-9)
+
+
+def test_curves_known_values(clf):
+    y = [0, 0, 1, 1]
+    s = [0.1, 0.4, 0.35, 0.8]
+    fpr, tpr, thr = clf.roc_curve(y, s)
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
+    assert thr[0] == np.inf
+    assert clf.roc_auc(y, s) == pytest.approx(0.75)
+    precision, recall, _ = clf.precision_recall_curve(y, s)
+    np.testing.assert_allclose(recall, [0, 0.5, 0.5, 1, 1])
+    np.testing.assert_allclose(precision, [1, 1, 0.5, 2 / 3, 0.5])
+    assert clf.average_precision(y, s) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert clf.roc_auc([0, 1], [0.2, 0.9]) == 1.0
+    assert clf.average_precision([0, 1, 1], [0.5, 0.5, 0.5]) == pytest.approx(2 / 3)
+
+
+def test_threshold_metrics_confusion(clf):
+    y = [1, 1, 1, 0, 0, 0, 0]
+    p = [0.9, 0.5, 0.2, 0.7, 0.1, 0.3, 0.49]
+    m = clf.binary_threshold_metrics(y, p, 0.5)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 3)
+    assert m["confusion_matrix"] == [[3, 1], [1, 2]]
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == m["tpr"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 4)
+    assert math.isnan(clf.binary_threshold_metrics([0, 0], [0.1, 0.2])["precision"])
+    s = clf.classification_summary([0, 0], [0.1, 0.2])
+    assert math.isnan(s["roc_auc"]) and math.isnan(s["pr_auc"])
+    assert clf.json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
+
+
+def test_metric_bad_inputs(clf):
+    with pytest.raises(ValueError, match="ROC needs both classes"):
+        clf.roc_curve([1, 1], [0.2, 0.3])
+    with pytest.raises(ValueError, match="needs at least one positive"):
+        clf.precision_recall_curve([0, 0], [0.2, 0.3])
+    with pytest.raises(ValueError, match="only 0 \\(healthy\\) and 1 \\(PDAC\\)"):
+        clf.roc_auc([0, 2], [0.2, 0.3])
+    with pytest.raises(ValueError, match="same length"):
+        clf.roc_auc([0, 1], [0.2])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        clf.roc_auc([0, 1], [0.2, float("nan")])
+
+
+def test_save_curve_plots(clf, tmp_path):
+    paths = clf.save_curve_plots({"a": ([0, 1, 1, 0], [0.1, 0.8, 0.6, 0.3])}, tmp_path, title="t", prefix="x_")
+    for p in paths.values():
+        assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------------------------- splits / balancing
+
+
+def test_stratified_test_split_reproduces_paper_counts(cv):
+    labels = [1] * 174 + [0] * 254
+    train, test = cv.stratified_train_test_split(labels, 0.2, seed=0)
+    assert sum(labels[i] for i in test) == 35 and sum(1 - labels[i] for i in test) == 51
+    assert sum(labels[i] for i in train) == 139 and sum(1 - labels[i] for i in train) == 203
+    assert set(train).isdisjoint(test) and sorted(train + test) == list(range(428))
+    assert cv.stratified_train_test_split(labels, 0.2, seed=0) == (train, test)
+    assert cv.stratified_train_test_split(labels, 0.2, seed=1) != (train, test)
+
+
+def test_stratified_kfold_deterministic_disjoint_balanced(cv):
+    labels = [1] * 139 + [0] * 203
+    folds = cv.stratified_kfold(labels, 3, seed=0)
+    assert folds == cv.stratified_kfold(labels, 3, seed=0)
+    assert folds != cv.stratified_kfold(labels, 3, seed=5)
+    folds = np.asarray(folds)
+    y = np.asarray(labels)
+    sizes = [np.sum(folds == k) for k in range(3)]
+    assert sum(sizes) == 342 and max(sizes) - min(sizes) <= 1  # each item in exactly one fold
+    for cls in (0, 1):
+        per = [np.sum((folds == k) & (y == cls)) for k in range(3)]
+        assert max(per) - min(per) <= 1
+    with pytest.raises(ValueError, match="fewer than n_folds=3"):
+        cv.stratified_kfold([1, 1, 0, 0, 0], 3)
+    with pytest.raises(ValueError, match="n_folds must be >= 2"):
+        cv.stratified_kfold([1, 0], 1)
+    with pytest.raises(ValueError, match="only 0 \\(healthy\\) and 1 \\(PDAC\\)"):
+        cv.stratified_kfold([1, 3, 0], 2)
+
+
+def test_balancing_rule_reproduces_paper(cv):
+    assert cv.synthetic_counts_for_balance(139, 203, 500, 500, total=164) == (114, 50)
+    assert cv.synthetic_counts_for_balance(139, 203, 114, 50) == (114, 50)
+    assert cv.synthetic_counts_for_balance(139, 203, 114, 500) == (114, 50)
+    # no budget: as many as possible while balanced
+    assert cv.synthetic_counts_for_balance(139, 203, 500, 500) == (500, 436)
+    # too few synthetic PDAC to balance: all of the minority class, nothing of the majority
+    assert cv.synthetic_counts_for_balance(139, 203, 30, 100) == (30, 0)
+    # mirrored classes
+    assert cv.synthetic_counts_for_balance(203, 139, 500, 500, total=164) == (50, 114)
+    assert cv.synthetic_counts_for_balance(10, 10, 7, 9) == (7, 7)
+    with pytest.raises(ValueError, match="non-negative integers"):
+        cv.synthetic_counts_for_balance(-1, 3, 1, 1)
+
+
+def _write_cubes(folder: Path, n: int, size: int, seed: int, bright: float) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        vol = rng.normal(40.0, 15.0, size=(size,) * 3).astype(np.float32)
+        c = size // 2
+        r = size // 5
+        vol[c - r : c + r, c - r : c + r, c - r : c + r] += bright  # hypodense PDAC: bright < 0
+        p = folder / f"cube_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(p))
+        paths.append(p)
+    return paths
+
+
+def test_build_datalist_and_select_run_data(cv, tmp_path):
+    _write_cubes(tmp_path / "real_pdac", 10, 8, 0, -60.0)
+    _write_cubes(tmp_path / "real_healthy", 14, 8, 1, 0.0)
+    _write_cubes(tmp_path / "syn_pdac", 6, 8, 2, -60.0)
+    _write_cubes(tmp_path / "syn_healthy", 6, 8, 3, 0.0)
+    out = tmp_path / "lists" / "dl.json"
+    dl = cv.build_classifier_datalist(
+        tmp_path / "real_pdac", tmp_path / "real_healthy", tmp_path / "syn_pdac", tmp_path / "syn_healthy", out=out
+    )
+    assert [len(dl[k]) for k in ("training", "testing", "synthetic")] == [19, 5, 12]
+    assert sum(it["label"] for it in dl["testing"]) == 2  # round(0.2 * 10) PDAC, round(0.2 * 14) = 3 healthy
+    assert dl["training"][0]["image"].startswith("..")  # stored relative to the datalist folder
+    loaded = cv.load_classifier_datalist(out)
+    assert all(Path(it["image"]).is_file() for k in ("training", "testing", "synthetic") for it in loaded[k])
+    test_files = {it["image"] for it in loaded["testing"]}
+    vals = []
+    for fold in range(3):
+        r1 = cv.select_run_data(loaded, "I", fold)
+        r2 = cv.select_run_data(loaded, "II", fold)
+        assert all(it["source"] == "real" for it in r1["train"] + r1["validate"] + r1["test"])
+        assert {it["image"] for it in r1["train"]}.isdisjoint(it["image"] for it in r1["validate"])
+        assert test_files.isdisjoint(it["image"] for it in r1["train"] + r1["validate"])
+        assert r1["validate"] == r2["validate"] and r1["test"] == r2["test"]
+        # real training set 8 PDAC / 11 healthy -> + 6 synthetic PDAC + 3 synthetic healthy (14 / 14 overall)
+        assert r2["counts"]["train_synthetic"] == {"pdac": 6, "healthy": 3}
+        assert len(r2["train"]) == len(r1["train"]) + 9
+        vals += [it["image"] for it in r1["validate"]]
+    assert sorted(vals) == sorted(it["image"] for it in loaded["training"])  # folds partition the training set
+    with pytest.raises(ValueError, match="experiment must be 'I'"):
+        cv.select_run_data(loaded, "III", 0)
+    with pytest.raises(ValueError, match="fold must be in 0..2"):
+        cv.select_run_data(loaded, "I", 3)
+    with pytest.raises(FileNotFoundError, match="classifier datalist not found"):
+        cv.load_classifier_datalist(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="folder of cubes not found"):
+        cv.build_classifier_datalist(tmp_path / "nope", tmp_path / "real_healthy")
+
+
+def test_latest_checkpoint(cv, tmp_path):
+    assert cv.latest_checkpoint(tmp_path) is None
+    for e in (2, 10, 9):
+        (tmp_path / f"checkpoint_epoch={e}.pt").write_bytes(b"")
+    assert cv.latest_checkpoint(tmp_path).endswith("checkpoint_epoch=10.pt")
+
+
+def test_write_table_layout(ev, tmp_path):
+    rows = [{"Model": "3DGAUNet", "FID-Sag": 1.234, "FID-Ax": None}]
+    paths = ev.write_table(rows, ["Model", "FID-Sag", "FID-Ax"], tmp_path, "t1", title="T", notes=["n1"])
+    md = paths["md"].read_text()
+    assert "| Model | FID-Sag | FID-Ax |" in md and "| 3DGAUNet | 1.23 | n/a |" in md and "- n1" in md
+    assert json.loads(paths["json"].read_text())["rows"][0]["FID-Ax"] is None
+    assert paths["csv"].read_text().splitlines()[1] == "3DGAUNet,1.234,"
+    assert ev.PAPER_TABLE1[("pancreas", "3DGAUNet")]["FID-Ax"] == 435.72
+    assert ev.PAPER_TABLE3["Blend III"]["FID-Cor"] == 10.06
