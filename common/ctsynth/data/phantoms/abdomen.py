@@ -129,7 +129,7 @@ def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarr
     bsl = frame.box((0.0, 0.2, (w_top - 2.0) / 2), (0.9, 0.5, (w_top + 2.0) / 2))
     if bsl is not None:
         U, V, W = frame.grids(bsl)
-        loops = SmoothField.random(rng, 8, 0.45, 1.0)(U, V, W)
+        loops = SmoothField.random(rng, 16, 0.4, 1.0)(U, V, W)
         gas_f = SmoothField.random(rng, 6, 0.3, 1.0)(U, V, W) + 1.5 * (V - 0.15)
         region = cavity[bsl] & (V > -0.2) & (W < w_top)
         sub = tissue[bsl]

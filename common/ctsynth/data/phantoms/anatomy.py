@@ -201,7 +201,7 @@ def branching_tree(
         rc = r / 2 ** (1 / 3)
         if depth >= max_depth or rc < min_radius:
             continue
-        axis = _unit(np.cross(d, rng.normal(size=3)))
+        axis = _unit(_cross(d, rng.normal(size=3)))
         base = rng.uniform(0, np.pi)
         for sign in (1.0, -1.0):
             ang = np.deg2rad(rng.uniform(*spread_deg))
@@ -239,7 +239,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-12)
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product of two 3-vectors (``np.cross`` has a large per-call overhead for single vectors)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def _rotate(x: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues rotation of ``x`` about unit ``axis``."""
     k = _unit(axis)
-    return x * np.cos(angle) + np.cross(k, x) * np.sin(angle) + k * (k @ x) * (1 - np.cos(angle))
+    return x * np.cos(angle) + _cross(k, x) * np.sin(angle) + k * (k @ x) * (1 - np.cos(angle))

@@ -99,7 +99,7 @@ def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarr
     # --- body wall: skin, fat, muscle, rib band, thoracic cavity
     body = BodyShape.random(rng, 0.92, 0.6, -0.02)
     fb = body.field(frame)
-    t_sc, t_mu, t_rib = rng.uniform(0.04, 0.09), rng.uniform(0.04, 0.06), 0.05
+    t_sc, t_mu, t_rib = rng.uniform(0.06, 0.12), rng.uniform(0.04, 0.06), 0.05
     t_skin = max(0.012, 0.6 * vox)
     inside = fb <= 1.0
     tissue[inside] = T["fat"]
@@ -112,7 +112,7 @@ def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarr
             tissue,
             ellipsoid(frame, (side * 0.35, 0.42, 0.25), (0.32, 0.1, 0.55)),
             T["muscle"],
-            where=(fb > (1 - t_sc - t_mu) ** 2) & (fb <= (1 - t_skin) ** 2),
+            where=(fb > (1 - t_sc - t_mu) ** 2) & (fb <= (1 - 0.5 * t_sc) ** 2),
         )
 
     # --- ribs: one sloped band per level in the rib layer, cortex around marrow; sternum in front

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class BodyFrame:
         """Millimetres per normalised unit: half of the smaller in-plane field of view."""
         return 0.5 * min(self.shape[0] * self.spacing[0], self.shape[1] * self.spacing[1])
 
-    @property
+    @cached_property
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """1D normalised coordinates ``(u, v, w)`` of the voxel centres along x, y and z (float32)."""
         out = []
