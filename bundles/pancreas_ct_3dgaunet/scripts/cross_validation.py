@@ -25,6 +25,7 @@ __all__ = [
     "PAPER_CLASSIFIER_RESULTS",
     "ClassifierStudy",
     "build_classifier_datalist",
+    "cubes_without_label",
     "latest_checkpoint",
     "list_volumes",
     "load_classifier_datalist",
@@ -33,6 +34,7 @@ __all__ = [
     "stratified_train_test_split",
     "summarize_study",
     "synthetic_counts_for_balance",
+    "write_run_counts",
 ]
 
 # Published classifier results (3DGAUnet, Shi et al. 2023, section 3.4 / Fig. 5; digest section 6.3).
@@ -302,6 +304,7 @@ def select_run_data(
         raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}.")
     train = [it for it in training if int(it["fold"]) != int(fold)]
     validate = [it for it in training if int(it["fold"]) == int(fold)]
+    test = list(datalist["testing"])
     added: list[dict[str, Any]] = []
     if experiment == "II":
         synthetic = list(datalist.get("synthetic", []))
@@ -316,6 +319,11 @@ def select_run_data(
         added += [syn_healthy[i] for i in sorted(rng.permutation(len(syn_healthy))[:n_healthy_add])]
     train = train + added
 
+    def _item(it: Mapping[str, Any]) -> dict[str, Any]:  # same keys everywhere, so batches collate
+        return {"image": it["image"], "label": int(it["label"]), "source": str(it.get("source", "real"))}
+
+    train, validate, test = [_item(it) for it in train], [_item(it) for it in validate], [_item(it) for it in test]
+
     def _count(items: list[dict[str, Any]]) -> dict[str, int]:
         n_pdac = sum(int(it["label"]) == 1 for it in items)
         return {"pdac": n_pdac, "healthy": len(items) - n_pdac}
@@ -324,9 +332,9 @@ def select_run_data(
         "train": _count(train),
         "train_synthetic": _count(added),
         "validate": _count(validate),
-        "test": _count(list(datalist["testing"])),
+        "test": _count(test),
     }
-    return {"train": train, "validate": validate, "test": list(datalist["testing"]), "counts": counts}
+    return {"train": train, "validate": validate, "test": test, "counts": counts}
 
 
 def latest_checkpoint(run_dir: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
@@ -519,3 +527,33 @@ class ClassifierStudy:
             for fold in range(self.n_folds):
                 self.run_one(experiment, fold)
         return summarize_study(self.output_dir, self.experiments, self.n_folds, self.threshold)
+
+
+def cubes_without_label(kind_dir: str | os.PathLike, label: int = 2) -> list[str]:
+    """Image cubes of a ``prepare_cubes`` kind folder (``images/`` + ``labels/``) whose label cube lacks ``label``.
+
+    Healthy classifier cubes are cut from the tumour-free pancreas of (possibly tumour-bearing) scans; a cube whose
+    box still reaches the tumour is not healthy and is left out.
+
+    Raises:
+        FileNotFoundError: when ``images/`` is missing or an image has no label cube.
+    """
+    from ctsynth.data.io import load_volume
+
+    root = Path(kind_dir)
+    keep = []
+    for image in list_volumes(root / "images"):
+        lbl = root / "labels" / Path(image).name
+        if not lbl.is_file():
+            raise FileNotFoundError(f"{lbl}: label cube of {image} not found")
+        if not np.any(load_volume(lbl)[0] == label):
+            keep.append(image)
+    return keep
+
+
+def write_run_counts(run_data: Mapping[str, Any], run_dir: str | os.PathLike) -> Path:
+    """Write the class counts of one run (train, synthetic part, validation, test) to ``<run_dir>/counts.json``."""
+    path = Path(run_dir) / "counts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(run_data["counts"]), indent=2))
+    return path

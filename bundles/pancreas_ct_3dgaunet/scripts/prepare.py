@@ -1,0 +1,152 @@
+"""Offline data preparation of 3DGAUnet training cubes (driven by ``configs/prepare_data.json``).
+
+For every labelled CT (pancreas = 1, tumour = 2): the config's preprocessing (load, RAS, 1 mm, marker replacement)
+runs once, then each cube extractor (tumour 32^3, pancreas tissue 64^3) cuts one cube, the offline augmenter adds
+its rotated/flipped copies, and everything is written as NIfTI in HU at 1 mm with an MSD-style datalist per cube
+type (``<output_dir>/<kind>/datalist.json``). Windowing to [0, 1] happens when training loads the cubes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctsynth.data.datalist import find_cases
+from ctsynth.data.io import save_volume
+from ctsynth.transforms.cubes import ExtractPancreasCubed, ExtractTumorCubed
+from scripts.augmentation import OfflineAugmenter
+
+__all__ = ["find_labelled_cases", "prepare_cubes"]
+
+logger = logging.getLogger(__name__)
+
+
+def find_labelled_cases(dataset_dir: str | os.PathLike, max_cases: int | None = None) -> list[dict[str, str]]:
+    """The labelled cases of an MSD-style dataset (``dataset.json`` or ``imagesTr/`` + ``labelsTr/``).
+
+    Args:
+        dataset_dir: dataset folder (or its ``dataset.json``).
+        max_cases: keep only the first N cases (None: all).
+
+    Returns:
+        ``[{"image": path, "label": path}, ...]`` with absolute paths.
+
+    Raises:
+        FileNotFoundError: when the folder or a listed file does not exist.
+        ValueError: when the dataset has no label maps.
+    """
+    root, cases, _ = find_cases(dataset_dir)
+    if not cases:
+        raise FileNotFoundError(f"{dataset_dir}: no CT images found")
+    unlabelled = [str(c["image"]) for c in cases if "label" not in c]
+    if unlabelled:
+        raise ValueError(
+            f"{root}: {len(unlabelled)} image(s) without a label map (e.g. {unlabelled[0]}); prepare_data needs CT "
+            "with pancreas (1) and tumour (2) labels, as MSD Task07 labelsTr/"
+        )
+    out = [{"image": str(c["image"]), "label": str(c["label"])} for c in cases]
+    return out[: int(max_cases)] if max_cases else out
+
+
+def _has_target(extractor: Callable, label: torch.Tensor) -> bool:
+    """Whether the label holds what the extractor cuts around (cases without it are skipped, not errors)."""
+    if isinstance(extractor, ExtractTumorCubed):
+        return bool((torch.as_tensor(label) == extractor.tumor_label).any())
+    if isinstance(extractor, ExtractPancreasCubed):
+        return bool(extractor.pancreas_mask(torch.as_tensor(label)).any())
+    return True
+
+
+def _affine(cube: torch.Tensor, spacing_mm: float) -> np.ndarray:
+    affine = getattr(cube, "affine", None)
+    if affine is None:
+        return np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    return np.asarray(torch.as_tensor(affine), dtype=np.float64)
+
+
+def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def prepare_cubes(
+    cases: list[Mapping[str, str]],
+    preprocessing: Callable[[dict], dict],
+    extractors: Mapping[str, Callable[[dict], dict]],
+    output_dir: str | os.PathLike,
+    augmenter: OfflineAugmenter | None = None,
+    spacing_mm: float = 1.0,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> dict[str, Path]:
+    """Cut, augment and write the training cubes of every case; one datalist per cube kind.
+
+    Args:
+        cases: ``[{"image": path, "label": path}]``.
+        preprocessing: transform applied once per case (returns channel-first HU image and label at 1 mm).
+        extractors: ``{kind: cube transform}``, e.g. ``{"tumor": ExtractTumorCubed(...), "pancreas": ...}``.
+        output_dir: destination; cubes go to ``<output_dir>/<kind>/{images,labels}/``.
+        augmenter: offline augmenter (None: originals only).
+        spacing_mm: voxel spacing of the cubes (for the affine when the cube carries none).
+        image_key: key of the image.
+        label_key: key of the label map.
+
+    Returns:
+        ``{kind: datalist path}``.
+
+    Raises:
+        ValueError: when no case yields a cube of some kind (the message lists the kinds and the dataset size).
+    """
+    out_root = Path(output_dir)
+    entries: dict[str, list[dict[str, Any]]] = {k: [] for k in extractors}
+    for index, case in enumerate(cases):
+        data = preprocessing(dict(case))
+        case_id = Path(str(case[image_key])).name.split(".")[0]
+        for kind, extract in extractors.items():
+            if not _has_target(extract, data[label_key]):
+                logger.warning("%s: no %s target in %s, skipped", kind, kind, case[label_key])
+                continue
+            cube = extract({image_key: data[image_key], label_key: data[label_key]})
+            image, label = cube[image_key], cube[label_key]
+            affine = _affine(image, spacing_mm)
+            copies = [("orig", image, label)]
+            if augmenter is not None:
+                copies += [(v.name, img, lbl) for v, img, lbl in augmenter(image, label, volume_index=index)]
+            for tag, img, lbl in copies:
+                rel_img = Path(kind) / "images" / f"{case_id}_{tag}.nii.gz"
+                rel_lbl = Path(kind) / "labels" / f"{case_id}_{tag}.nii.gz"
+                save_volume(np.asarray(torch.as_tensor(img)[0], dtype=np.float32), affine, out_root / rel_img)
+                save_volume(np.asarray(torch.as_tensor(lbl)[0]).astype(np.uint8), affine, out_root / rel_lbl)
+                entries[kind].append(
+                    {
+                        "image": str(rel_img.relative_to(kind)),
+                        "label": str(rel_lbl.relative_to(kind)),
+                        "case": case_id,
+                        "augmentation": tag,
+                    }
+                )
+        logger.info("case %d/%d (%s) done", index + 1, len(cases), case_id)
+    empty = [k for k, v in entries.items() if not v]
+    if empty:
+        raise ValueError(f"no {', '.join(empty)} cube could be cut from the {len(cases)} case(s) given")
+    written = {}
+    for kind, items in entries.items():
+        path = out_root / kind / "datalist.json"
+        _write_json_atomic(
+            {"description": f"3DGAUnet {kind} cubes (HU, {spacing_mm} mm)", "cube_kind": kind, "training": items},
+            path,
+        )
+        written[kind] = path
+        logger.info("%s: %d cubes -> %s", kind, len(items), path)
+    return written
