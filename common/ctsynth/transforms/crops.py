@@ -127,11 +127,11 @@ class _CropResized(MapTransform, InvertibleTransform):
             resized_affine = None
             if self.spatial_size is not None:
                 size = orig_shape if self.spatial_size == "original" else tuple(self.spatial_size)
-                mode = "nearest" if key in self.label_keys else self.image_mode
+                mode = "nearest-exact" if key in self.label_keys else self.image_mode
                 cropped_affine = out.affine.clone() if isinstance(out, MetaTensor) else None
                 self.resizer.spatial_size = size  # Resize.inverse reads the traced size, not this attribute
                 dtype = out.dtype
-                out = self.resizer(out, mode=mode, align_corners=None if mode == "nearest" else False)
+                out = self.resizer(out, mode=mode, align_corners=None if mode.startswith("nearest") else False)
                 if key in self.label_keys:
                     out = out.to(dtype)
                 if self.keep_spacing and isinstance(out, MetaTensor):
@@ -173,7 +173,7 @@ class PancreasBBoxCropd(_CropResized):
         margin_mm: margin added on every side of the box, in mm (from the label's affine); clipped to the volume.
         crop_z: crop z to the box too (``False`` keeps every slice).
         spatial_size: ``None`` (no resize), ``"original"`` (back to the input shape) or a size for MONAI ``Resize``.
-        label_keys: keys resized with ``"nearest"`` (default: ``label_key`` when it is among ``keys``).
+        label_keys: keys resized with ``"nearest-exact"`` (default: ``label_key`` when it is among ``keys``).
         image_mode: interpolation of the other keys (``"trilinear"``, the 3D bilinear).
         keep_spacing: after a resize, keep the cropped volume's voxel spacing in the affine instead of rescaling it
             (the LDM digest's reading of the thesis's "less zoom"); the inverse still restores the true geometry.
@@ -237,7 +237,7 @@ class SemiCropd(_CropResized):
         body_threshold_hu: threshold of :func:`body_mask`.
         axial_fraction: fraction of body slices a pixel must be inside the body on, in (0, 1].
         spatial_size: output size of the resize, or ``None`` for no resize.
-        label_keys: keys resized with ``"nearest"`` (default: ``"label"`` when among ``keys``).
+        label_keys: keys resized with ``"nearest-exact"`` (default: ``"label"`` when among ``keys``).
         image_mode: interpolation of the other keys.
         keep_spacing: keep the cropped voxel spacing in the affine after the resize (see :class:`PancreasBBoxCropd`).
         allow_missing_keys: do not raise for missing keys.
