@@ -50,7 +50,7 @@ def make_phantom_data(out: Path, n: int, size: int, seed: int = 0) -> dict[str, 
         t0 = time.perf_counter()
         folder = out / f"phantom_{kind}"
         ds = write_phantom_dataset(folder, kind=kind, n=n, size=size, spacing=spacing, seed=seed)
-        datalist = make_datalist(ds, out=folder / "datalist.json", n_folds=min(3, max(2, n - 1)), test_fraction=0.25)
+        datalist = make_datalist(ds, out=folder / "datalist.json", n_folds=2, test_fraction=0.25)
         report = validate_datalist(datalist)
         _log(f"{kind}: {n} phantoms {size}^3 at {spacing} mm in {time.perf_counter() - t0:.1f} s -> {folder}")
         _log(f"{kind}: validate: {str(report).splitlines()[0]}")
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="phantom cube edge in voxels")
     parser.add_argument("--skip_bundles", action="store_true", help="only write the phantom data and previews")
     args = parser.parse_args(argv)
+    if args.n < 4:
+        parser.error("--n must be at least 4 (one test case and two cross-validation folds need 3 more)")
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
     folders = make_phantom_data(out, args.n, args.size)
