@@ -179,8 +179,16 @@ def test_series_in_sub_folder_with_other_files(tmp_path, rng):
     hu = known_hu(rng)
     write_ct_series(tmp_path / "patient" / "study" / "series", hu, row, column, stacked_positions(row, column))
     (tmp_path / "patient" / "README.txt").write_text("not dicom")
+    report = Dataset()  # a DICOM object without pixels (like a structure set or report) is skipped
+    report.file_meta = FileMetaDataset()
+    report.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    report.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    report.SeriesInstanceUID, report.Modality = generate_uid(), "SR"
+    report.save_as(tmp_path / "patient" / "study" / "series" / "report.dcm", enforce_file_format=True)
     array, affine = read_dicom_series(tmp_path / "patient")
     np.testing.assert_array_equal(array, hu)
+    np.testing.assert_array_equal(read_dicom_series(tmp_path / "patient" / "study" / "series")[0], hu)
     np.testing.assert_allclose(affine[:3, 3], expected_ras(0, 0, 0, row, column), atol=1e-6)
 
 

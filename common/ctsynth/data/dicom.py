@@ -297,7 +297,8 @@ def _check_modality(folder: Path, slices: Sequence[DicomSlice], allow_non_ct: bo
 def _read_with_itk(folder: Path, ordered: Sequence[DicomSlice], alone: bool) -> tuple[np.ndarray, np.ndarray]:
     """Read the series with MONAI's ITKReader; returns the (x, y, z) array and ITK's RAS affine.
 
-    ``alone``: the series' files are the only DICOM images in ``folder`` itself (no other series, no sub-folders).
+    ``alone``: the series' files are the only files in ``folder`` itself (no other series, no sub-folders, no
+    other DICOM objects such as structure sets).
     """
     from monai.data import ITKReader
 
@@ -388,7 +389,8 @@ def read_dicom_series(
                 f"{folder}: gantry tilt of {np.degrees(tilt):.2f} degrees; the affine keeps the sheared geometry",
                 stacklevel=2,
             )
-    alone = len(series) == 1 and all(s.path.parent == folder for s in slices)
+    # ITK may be handed the folder itself only when it holds nothing but this series' files
+    alone = {p for p in folder.iterdir() if p.is_file()} == {s.path for s in slices}
     array, itk_affine = _read_with_itk(folder, ordered, alone)
     return _orient_like_headers(array, itk_affine, ordered), affine
 
