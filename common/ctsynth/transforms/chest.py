@@ -90,7 +90,7 @@ class ChestTo224d(MapTransform, InvertibleTransform):
         self.spacing_range = (float(spacing_range[0]), float(spacing_range[1]))
         self.body_threshold_hu = float(body_threshold_hu)
         self.image_mode = image_mode
-        self.orienter = Orientation(axcodes="RAS")
+        self.orienter = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
         self.spacer = Spacing(pixdim=1.0, mode=image_mode, padding_mode="border")
         self.box = BoxExtract()
         self.windower = HUToWindow(self.hu_range[0], self.hu_range[1], out_range[0], out_range[1], clip=True)
