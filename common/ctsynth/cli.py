@@ -53,19 +53,21 @@ def make_phantoms(
     return str(path)
 
 
-def dicom_to_nifti(dicom_dir: str, out: str) -> str:
+def dicom_to_nifti(dicom_dir: str, out: str, series_uid: str | None = None, allow_non_ct: bool = False) -> str:
     """Convert one DICOM CT series to a NIfTI volume in HU with the correct affine.
 
     Args:
         dicom_dir: folder holding the series' files.
         out: destination ``.nii.gz``.
+        series_uid: SeriesInstanceUID to convert when the folder holds several series.
+        allow_non_ct: convert a non-CT series (with a warning) instead of failing.
 
     Returns:
         The written path.
     """
     from ctsynth.data.dicom import dicom_series_to_nifti
 
-    path = dicom_series_to_nifti(dicom_dir, out)
+    path = dicom_series_to_nifti(dicom_dir, out, series_uid=series_uid, allow_non_ct=allow_non_ct)
     print(f"wrote {path}")
     return str(path)
 
@@ -92,19 +94,23 @@ def make_datalist(
     return str(path)
 
 
-def validate(datalist: str, base_dir: str | None = None, labels: str | None = None) -> None:
+def validate(datalist: str, base_dir: str | None = None, labels: Any = None, check_hu: bool = True) -> None:
     """Check every file of a datalist; exit non-zero with one line per problem.
 
     Args:
         datalist: datalist JSON (or an MSD ``dataset.json``).
         base_dir: folder the relative paths are relative to (default: the datalist's folder).
-        labels: comma-separated allowed label values (default: any non-negative integers).
+        labels: allowed label values, e.g. ``--labels 1,2`` (default: any non-negative integers).
+        check_hu: check that image intensities look like Hounsfield units.
     """
     from ctsynth.data.validation import DataValidationError, validate_datalist
 
-    allowed = None if labels is None else [int(v) for v in str(labels).split(",")]
+    allowed = None
+    if labels is not None:  # fire parses "1,2" as a tuple, "1" as an int, '"1,2"' as a string
+        values = labels if isinstance(labels, list | tuple) else str(labels).split(",")
+        allowed = [int(v) for v in values]
     try:
-        report = validate_datalist(datalist, base_dir=base_dir, allowed_labels=allowed)
+        report = validate_datalist(datalist, base_dir=base_dir, allowed_labels=allowed, check_hu=check_hu)
     except DataValidationError as e:
         print(str(e), file=sys.stderr)
         sys.exit(1)
