@@ -127,3 +127,27 @@ def test_semi_crop_with_given_body_mask_and_errors(rng):
         SemiCropd("image", axial_fraction=0.0)
     with pytest.raises(ValueError, match="spatial_size must be"):
         PancreasBBoxCropd("image", spatial_size="same")
+
+
+def test_invertd_takes_a_prediction_back_through_window_and_crop(rng):
+    from monai.transforms import Invertd
+
+    from ctsynth.transforms import HUWindowd
+
+    d, _ = _phantom(rng)
+    t = Compose(
+        [
+            HUWindowd("image", -100, 170),
+            PancreasBBoxCropd(("image", "label"), margin_mm=1.6, spatial_size=(24, 20, 20)),
+        ]
+    )
+    out = t(dict(d))
+    out["pred"] = out["image"].clone()
+    inv = Invertd("pred", transform=t, orig_keys="image", nearest_interp=False)(out)
+    pred = inv["pred"]
+    assert tuple(pred.shape) == (1, 48, 40, 20)
+    np.testing.assert_allclose(pred.affine.numpy(), d["image"].affine.numpy(), atol=1e-6)
+    box = (slice(None), slice(18, 32), slice(12, 24), slice(6, 12))
+    hu = np.clip(d["image"].numpy()[box], -100, 170)
+    err = np.abs(pred.numpy()[box] - hu)
+    assert np.median(err) < 25 and float(pred.numpy()[:, :10].max()) == -100.0  # outside the crop: 0 -> -100 HU
