@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ PAPER_CLASSIFIER_RESULTS: dict[str, dict[str, float]] = {
 }
 EXPERIMENTS = ("I", "II")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# label maps written beside images (e.g. blended cubes and their tumour masks) are not classifier inputs
+LABEL_NAME = re.compile(r"(^|[_.-])(label|labels|mask|masks|seg)([_.-]|$)", flags=re.IGNORECASE)
 
 
 def _labels_array(labels: Sequence[int]) -> np.ndarray:
@@ -155,7 +158,8 @@ def synthetic_counts_for_balance(
 
 
 def list_volumes(source: str | os.PathLike | Sequence[str], pattern: str = "*") -> list[str]:
-    """Sorted NIfTI files of a folder matching ``pattern`` (or the given list of files, checked to exist).
+    """Sorted NIfTI files of a folder matching ``pattern``, label-map names (``*_mask*``, ``*label*``) left out; or
+    the given list of files, checked to exist.
 
     Raises:
         FileNotFoundError: when the folder or a listed file does not exist.
@@ -164,7 +168,11 @@ def list_volumes(source: str | os.PathLike | Sequence[str], pattern: str = "*") 
         folder = Path(source)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: folder of cubes not found")
-        return sorted(str(p) for p in folder.glob(pattern) if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+        return sorted(
+            str(p)
+            for p in folder.glob(pattern)
+            if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not LABEL_NAME.search(p.name.split(".")[0])
+        )
     files = [str(f) for f in source]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:

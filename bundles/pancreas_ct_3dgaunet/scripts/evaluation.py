@@ -19,7 +19,12 @@ __all__ = [
     "PAPER_TABLE2",
     "PAPER_TABLE3",
     "PLANES",
+    "PaperEvaluation",
+    "table1_row",
+    "table2_row",
+    "table3_row",
     "format_value",
+    "reference_set",
     "table_to_markdown",
     "write_table",
 ]
@@ -137,3 +142,205 @@ def write_table(
     payload.update(extra or {})
     paths["json"].write_text(json.dumps(_strict_json(payload), indent=2))
     return paths
+
+
+# slice-plane names of ctsynth's slice extractors (xy axial, yz sagittal, zx coronal for RAS volumes) and of its PSNR
+FID_PLANE_KEYS = {"sagittal": "yz", "axial": "xy", "coronal": "zx"}
+TABLE1_COLUMNS = ["Tissue", "Model", "Source", "FID-Sag", "FID-Ax", "FID-Cor", "PSNR-Sag", "PSNR-Ax", "PSNR-Cor"]
+TABLE2_COLUMNS = ["Tissue", "Model", "Source", "F3D", "MMD^2", "MS-SSIM"]
+TABLE3_COLUMNS = ["Blending Methods", "Source", "FID-Sag", "FID-Ax", "FID-Cor"]
+PAPER_SOURCE = "paper (Shi et al. 2023)"
+PAPER_NOTE = "Rows marked 'paper' are the published values of 3DGAUnet (Shi et al. 2023), copied, not computed here."
+# the paper's Tables 1-2 metrics; the rest of the ctsynth suite is added by default (configs/evaluate.json)
+PAPER_METRICS = ("fid2d_slices", "psnr", "f3d", "mmd_linear", "msssim")
+
+
+def _metric(results: Mapping[str, Any], name: str, *path: str) -> Any:
+    value: Any = results.get(name)
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def table1_row(tissue: str, model: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Table 1 cells (slice-wise FID and PSNR per plane) from a suite ``metrics.json``'s ``metrics`` dict."""
+    row: dict[str, Any] = {"Tissue": tissue, "Model": model, "Source": "ours"}
+    for plane, abbrev in PLANE_ABBREV.items():
+        row[f"FID-{abbrev}"] = _metric(metrics, "fid2d_slices", "per_plane", FID_PLANE_KEYS[plane])
+        row[f"PSNR-{abbrev}"] = _metric(metrics, "psnr", plane, "mean")
+    return row
+
+
+def table2_row(tissue: str, model: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Table 2 cells (F3D, linear MMD^2, pairwise MS-SSIM of the synthetic set) from a suite ``metrics`` dict."""
+    return {
+        "Tissue": tissue,
+        "Model": model,
+        "Source": "ours",
+        "F3D": _metric(metrics, "f3d", "value"),
+        "MMD^2": _metric(metrics, "mmd_linear", "value"),
+        "MS-SSIM": _metric(metrics, "msssim", "value"),
+    }
+
+
+def table3_row(method: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Table 3 cells (slice-wise FID per plane of one blending method)."""
+    row: dict[str, Any] = {"Blending Methods": method, "Source": "ours"}
+    for plane, abbrev in PLANE_ABBREV.items():
+        row[f"FID-{abbrev}"] = _metric(metrics, "fid2d_slices", "per_plane", FID_PLANE_KEYS[plane])
+    return row
+
+
+def _paper_rows(table: Mapping[Any, Mapping[str, float]], keys: Sequence[str]) -> dict[Any, dict[str, Any]]:
+    rows = {}
+    for key, values in table.items():
+        names = key if isinstance(key, tuple) else (key,)
+        rows[key] = {**dict(zip(keys, names, strict=True)), "Source": PAPER_SOURCE, **values}
+    return rows
+
+
+def _canonical_model(model: str) -> str:
+    return {"3dgaunet": "3DGAUNet", "3dgan": "3D-GAN", "3d-gan": "3D-GAN"}.get(model.lower(), model)
+
+
+class PaperEvaluation:
+    """3DGAUnet Tables 1-3 with the ctsynth evaluation suite, written beside the paper's numbers.
+
+    For every synthetic set of ``sets`` the suite (:func:`ctsynth.metrics.suite.evaluate`) runs against its real
+    reference with ``metrics`` (the paper's slice-wise FID and PSNR, F3D, MMD^2, MS-SSIM, plus the rest of the
+    suite); for every blending method of ``blend_sets`` it computes the slice-wise FID (Table 3). Each suite run keeps
+    its own folder (``<out>/<tissue>_<model>/metrics.json``, CSVs, plots); the tables go to ``<out>/table1.*``,
+    ``table2.*`` and ``table3.*`` (markdown, CSV, JSON), ours and the paper's rows side by side.
+
+    Args:
+        sets: ``[{"tissue": "tumor"|"pancreas", "model": "3DGAUNet"|"3D-GAN", "real": dir, "synthetic": dir}]``;
+            entries whose ``synthetic`` folder is missing are skipped with a note (e.g. no 3D-GAN baseline).
+        out: output folder.
+        blend_sets: ``{"Blend I": dir, "Blend II": dir, "Blend III": dir}`` of blended cubes (missing ones skipped).
+        blend_reference: real reference cubes of Table 3 (the paper does not say which; default choice in
+            docs/evaluation.md: real 64^3 tumour-site cubes).
+        metrics: suite metrics of Tables 1-2 runs (must include the paper's five for a full table).
+        blend_metrics: suite metrics of Table 3 runs.
+        suite_kwargs: options passed to every suite run (``window``, ``feature_weights``, ``allow_random_weights``,
+            ``max_volumes``, ``extractor_kwargs``, ``device``, ...).
+    """
+
+    def __init__(
+        self,
+        sets: Sequence[Mapping[str, Any]],
+        out: str | os.PathLike,
+        blend_sets: Mapping[str, Any] | None = None,
+        blend_reference: str | os.PathLike | None = None,
+        metrics: Sequence[str] = PAPER_METRICS,
+        blend_metrics: Sequence[str] = ("fid2d_slices",),
+        suite_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        for s in sets:
+            missing = [k for k in ("tissue", "model", "real", "synthetic") if k not in s]
+            if missing:
+                raise ValueError(
+                    f"every entry of sets needs tissue, model, real and synthetic; {dict(s)} lacks {missing}."
+                )
+        if blend_sets and blend_reference is None:
+            raise ValueError("blend_sets given without blend_reference (the real cubes Table 3's FID compares with).")
+        self.sets = [dict(s) for s in sets]
+        self.out = Path(out)
+        self.blend_sets = dict(blend_sets or {})
+        self.blend_reference = blend_reference
+        self.metrics = list(metrics)
+        self.blend_metrics = list(blend_metrics)
+        self.suite_kwargs = dict(suite_kwargs or {})
+
+    def _evaluate(self, real: Any, synthetic: Any, out: Path, metrics: Sequence[str]) -> dict[str, Any]:
+        from ctsynth.metrics.suite import evaluate
+
+        path = evaluate(real=real, synthetic=synthetic, out=out, metrics=list(metrics), **self.suite_kwargs)
+        return json.loads(Path(path).read_text())
+
+    def run(self) -> dict[str, Path]:
+        """Run the suite for every available set and write the three tables; returns ``{table name: md path}``."""
+        notes = [PAPER_NOTE]
+        rows1, rows2, rows3, flags = [], [], [], {}
+        for s in self.sets:
+            tissue, model = str(s["tissue"]).lower(), _canonical_model(str(s["model"]))
+            if s["synthetic"] is None or not Path(s["synthetic"]).exists():
+                notes.append(f"{tissue} / {model}: no synthetic set at {s['synthetic']}, row skipped.")
+                continue
+            report = self._evaluate(s["real"], s["synthetic"], self.out / f"{tissue}_{model}", self.metrics)
+            flags[f"{tissue}_{model}"] = report.get("random_weights_used", False)
+            rows1.append(table1_row(tissue, model, report["metrics"]))
+            rows2.append(table2_row(tissue, model, report["metrics"]))
+        for method, folder in self.blend_sets.items():
+            if folder is None or not Path(folder).exists():
+                notes.append(f"{method}: no blended set at {folder}, row skipped.")
+                continue
+            slug = method.lower().replace(" ", "_")
+            report = self._evaluate(self.blend_reference, folder, self.out / slug, self.blend_metrics)
+            flags[slug] = report.get("random_weights_used", False)
+            rows3.append(table3_row(method, report["metrics"]))
+        if any(flags.values()):
+            notes.append(
+                "random weights: some feature networks ran without pretrained weights "
+                "(allow_random_weights); those numbers are not comparable to published ones."
+            )
+        extra = {"random_weights_used": flags, "suite_kwargs": {k: str(v) for k, v in self.suite_kwargs.items()}}
+        paper1 = _paper_rows(PAPER_TABLE1, ("Tissue", "Model"))
+        paper2 = _paper_rows(PAPER_TABLE2, ("Tissue", "Model"))
+        paper3 = _paper_rows(PAPER_TABLE3, ("Blending Methods",))
+        written = {
+            "table1": write_table(
+                _interleave(rows1, paper1, ("Tissue", "Model")), TABLE1_COLUMNS, self.out, "table1",
+                title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)", notes=notes, extra=extra,
+            )["md"],
+            "table2": write_table(
+                _interleave(rows2, paper2, ("Tissue", "Model")), TABLE2_COLUMNS, self.out, "table2",
+                title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)", notes=notes, extra=extra,
+            )["md"],
+            "table3": write_table(
+                _interleave(rows3, paper3, ("Blending Methods",)), TABLE3_COLUMNS, self.out, "table3",
+                title="Table 3: slice-wise FID of the blending methods", notes=notes, extra=extra,
+            )["md"],
+        }  # fmt: skip
+        return written
+
+
+def _interleave(
+    ours: Sequence[dict[str, Any]], paper: Mapping[Any, dict[str, Any]], keys: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Paper rows in the paper's order, each followed by our row of the same key; our extra rows at the end."""
+    rows, used = [], set()
+    for key, paper_row in paper.items():
+        rows.append(paper_row)
+        k = key if isinstance(key, tuple) else (key,)
+        for i, row in enumerate(ours):
+            if tuple(row[c] for c in keys) == k:
+                rows.append(row)
+                used.add(i)
+    rows += [row for i, row in enumerate(ours) if i not in used]
+    return rows
+
+
+def reference_set(kind_dir: str | os.PathLike, out_dir: str | os.PathLike) -> str:
+    """The real reference of one cube kind without the offline-augmented copies.
+
+    ``configs/prepare_data.json`` writes ``<kind>/images/<case>_<tag>.nii.gz`` with a ``datalist.json`` whose items
+    carry ``augmentation`` (``"orig"`` for the unaugmented cube). The paper compares with real volumes, so when that
+    datalist exists a datalist of the ``orig`` items (absolute paths) is written to ``<out_dir>/reference_<kind>.json``
+    and its path returned; otherwise ``<kind>/images`` (or ``kind_dir`` itself) is returned as it is.
+    """
+    kind = Path(kind_dir)
+    datalist = kind / "datalist.json"
+    if not datalist.is_file():
+        return str(kind / "images") if (kind / "images").is_dir() else str(kind)
+    items = json.loads(datalist.read_text()).get("training", [])
+    originals = [
+        {"image": str((kind / it["image"]).resolve())} for it in items if it.get("augmentation", "orig") == "orig"
+    ]
+    if not originals:
+        raise ValueError(f"{datalist}: no unaugmented ('orig') cube listed.")
+    out = Path(out_dir) / f"reference_{kind.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"description": f"unaugmented real {kind.name} cubes", "training": originals}, indent=2))
+    return str(out)

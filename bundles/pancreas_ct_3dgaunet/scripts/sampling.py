@@ -46,7 +46,8 @@ def load_generator(
         raise FileNotFoundError(
             f"no trained weights at {path.resolve()}; train first with `python -m monai.bundle run --config_file "
             f"configs/train.json --model {model}`, then pick a checkpoint with `python -m scripts.checkpoint_selection "
-            f"--run_dir runs/{model} --out {path}` (or pass --ckpt_path runs/{model}/checkpoints/checkpoint_epoch=<n>.pt)"
+            f"--run_dir runs/{model} --out {path}` "
+            f"(or pass --ckpt_path runs/{model}/checkpoints/checkpoint_epoch=<n>.pt)"
         )
     load_checkpoint(path, {"generator": network}, map_location="cpu")
     return network.to(device).eval()
