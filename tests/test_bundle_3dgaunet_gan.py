@@ -443,3 +443,25 @@ def test_config_properties(cube_dir, tmp_path):
     )
     infer.initialize()
     assert infer.check_properties() == []
+
+
+def test_pancreas_model_and_3dgan_baseline_train(cube_dir):
+    """``--model pancreas`` switches to 64^3 cubes; the baseline overlay swaps in the 3D-GAN networks."""
+    out = cube_dir.parent / "run_pancreas"
+    common = dict(output_dir=str(out), max_epochs=1, batch_size=3, num_workers=0, save_interval=1)
+    run_config("train.json", model="pancreas", dataset_dir=str(cube_dir / "pancreas"), **common, **TINY)
+    state = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert state["discriminator"]["head.weight"].shape == (1, 8 * 7**3)  # 64 -> 31 -> 15 -> 7
+    from monai.bundle import run
+
+    base = cube_dir.parent / "run_baseline"
+    run(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "baseline_3dgan.json")],
+        logging_file=False,
+        meta_file=str(CONFIGS / "metadata.json"),
+        dataset_dir=str(cube_dir / "tumor"),
+        **dict(common, output_dir=str(base)),
+        **{"network_def#channels": [16, 8, 8, 4], "discriminator_def#channels": [4, 8, 8, 8]},
+    )
+    state = torch.load(base / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert state["generator"]["net.0.weight"].shape == (256, 16, 4, 4, 4)  # ConvTranspose3d from z (256)
