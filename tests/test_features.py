@@ -168,6 +168,7 @@ print(hashlib.sha256(F3DFeatureExtractor(resize_to=None, batch_size=2)(x).tobyte
 """
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch and MONAI: ~6 s on 2 idle cores
 def test_f3d_bit_identical_across_processes():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "common") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs = [
