@@ -387,6 +387,22 @@ def test_inception_loads_weights_and_extracts_2048d(tmp_path):
     )
     report = load_inception_weights(loaded_ext.net, path)
     assert sorted(report.ignored) == ["AuxLogits.fc.bias", "fc.weight"]
+    with pytest.raises(ValueError, match="without a classifier"):
+        loaded_ext.net.logits(torch.zeros(1, 3, 75, 75))
+
+
+def test_inception_classifier_for_inception_score(tmp_path):
+    net = InceptionV3Features(num_classes=1008)
+    state = _randomised_state(net, seed=7)
+    path = tmp_path / "pt_inception_with_fc.pth"
+    torch.save(state, path)
+    load_inception_weights(net, path)
+    assert torch.equal(net.fc.weight, state["fc.weight"])
+    with torch.inference_mode():
+        x = inception_preprocess(torch.rand(1, 1, 75, 75, generator=torch.Generator().manual_seed(1)))
+        logits = net.logits(x)
+        np.testing.assert_allclose(logits, net(x) @ state["fc.weight"].T + state["fc.bias"], rtol=1e-4, atol=1e-4)
+    assert logits.shape == (1, 1008)
 
 
 # ------------------------------------------------------------------------------------------------------------- slices

@@ -189,11 +189,13 @@ class InceptionV3Features(nn.Module):
 
     Args:
         variant: ``"fid"`` (pytorch-fid's TensorFlow-FID graph, default) or ``"torchvision"`` (ImageNet model).
+        num_classes: keep the classifier ``fc`` (1008 for pytorch-fid's weights, 1000 for torchvision's) so that
+            :meth:`logits` works (Inception Score); ``None`` (default) builds the feature trunk only.
 
     Input: (N, 3, 299, 299) scaled to [-1, 1] (see :func:`inception_preprocess`). Output: (N, 2048).
     """
 
-    def __init__(self, variant: Literal["fid", "torchvision"] = "fid") -> None:
+    def __init__(self, variant: Literal["fid", "torchvision"] = "fid", num_classes: int | None = None) -> None:
         super().__init__()
         if variant not in ("fid", "torchvision"):
             raise ValueError(f"variant must be 'fid' or 'torchvision', got {variant!r}.")
@@ -218,16 +220,24 @@ class InceptionV3Features(nn.Module):
         self.Mixed_7b = InceptionE(1280, pool="avg", include_pad=inc)
         self.Mixed_7c = InceptionE(2048, pool="avg" if inc else "max", include_pad=inc)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = None if num_classes is None else nn.Linear(2048, num_classes)
         for m in self.modules():  # random-weights variant: He init keeps activations O(1) with identity BatchNorms
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 299, 299) in [-1, 1] -> (N, 2048) pool3 features."""
         for name, module in self.named_children():
             if name == "avgpool":
                 break
             x = module(x)
         return torch.flatten(self.avgpool(x), 1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 299, 299) in [-1, 1] -> (N, num_classes) classifier logits (softmax them for the IS)."""
+        if self.fc is None:
+            raise ValueError("this Inception-v3 was built without a classifier; pass num_classes (1008 or 1000).")
+        return self.fc(self.forward(x))
 
 
 def inception_preprocess(slices: torch.Tensor, size: int = 299) -> torch.Tensor:
@@ -241,7 +251,8 @@ def inception_preprocess(slices: torch.Tensor, size: int = 299) -> torch.Tensor:
 def load_inception_weights(net: InceptionV3Features, path: str | Path) -> LoadReport:
     """Load a torchvision-layout Inception-v3 state dict (pytorch-fid FID weights or torchvision ImageNet weights).
 
-    ``module.`` prefixes are stripped; ``fc.*`` and ``AuxLogits.*`` are ignored.
+    ``module.`` prefixes are stripped; ``AuxLogits.*`` is ignored, and ``fc.*`` too unless ``net`` was built with
+    ``num_classes`` (then the classifier is loaded and must match).
 
     Args:
         net: the network to load into.
@@ -255,7 +266,8 @@ def load_inception_weights(net: InceptionV3Features, path: str | Path) -> LoadRe
         ValueError: when keys or shapes do not match (the message lists them).
     """
     state = strip_prefixes(load_checkpoint_state_dict(path, "Inception-v3"), ("module.",))
-    report = load_state_dict_checked(net, state, "Inception-v3", source=path, ignore_prefixes=("fc.", "AuxLogits."))
+    ignore = ("AuxLogits.",) if net.fc is not None else ("fc.", "AuxLogits.")
+    report = load_state_dict_checked(net, state, "Inception-v3", source=path, ignore_prefixes=ignore)
     net.eval()
     return report
 
