@@ -7,6 +7,8 @@ import importlib
 import itertools
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -354,3 +356,177 @@ def test_write_table_layout(ev, tmp_path):
     assert paths["csv"].read_text().splitlines()[1] == "3DGAUNet,1.234,"
     assert ev.PAPER_TABLE1[("pancreas", "3DGAUNet")]["FID-Ax"] == 435.72
     assert ev.PAPER_TABLE3["Blend III"]["FID-Cor"] == 10.06
+
+
+# ----------------------------------------------------------------------------------------------- configs
+
+
+def _bundle_run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(BUNDLE)}
+    cmd = [str(PYTHON), "-m", "monai.bundle", "run", *args]
+    res = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def test_train_classifier_properties(cv, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    _write_cubes(tmp_path / "pdac", 4, 8, 0, -60.0)
+    _write_cubes(tmp_path / "healthy", 4, 8, 1, 0.0)
+    cv.build_classifier_datalist(tmp_path / "pdac", tmp_path / "healthy", out=tmp_path / "dl.json")
+    wf = ConfigWorkflow(
+        datalist=str(tmp_path / "dl.json"),
+        output_dir=str(tmp_path / "out"),
+        config_file=str(BUNDLE / "configs" / "train_classifier.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+
+
+def test_evaluate_properties(ev):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "evaluate.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+
+
+@pytest.mark.slow
+def test_train_classifier_study_runs(tmp_path):
+    """Datalist from folders, then Config I and II x 3 folds, 1 epoch on 32^3 cubes: metrics, curves, table."""
+    _write_cubes(tmp_path / "real_pdac", 8, 32, 0, -60.0)
+    _write_cubes(tmp_path / "real_healthy", 11, 32, 1, 0.0)
+    _write_cubes(tmp_path / "syn_pdac", 5, 32, 2, -60.0)
+    _write_cubes(tmp_path / "syn_healthy", 5, 32, 3, 0.0)
+    common = ["--config_file", "configs/train_classifier.json", "--dataset_dir", str(tmp_path / "data")]
+    _bundle_run(
+        "make_datalist",
+        *common,
+        "--real_pdac_dir", str(tmp_path / "real_pdac"),
+        "--real_healthy", str(tmp_path / "real_healthy"),
+        "--synthetic_pdac_dir", str(tmp_path / "syn_pdac"),
+        "--synthetic_healthy_dir", str(tmp_path / "syn_healthy"),
+    )  # fmt: skip
+    out = tmp_path / "eval"
+    tiny = ["--cube_size", "32", "--padding", "same", "--variant", "[4,4,8,8]", "--max_epochs", "1"]
+    _bundle_run(*common, "--output_dir", str(out), *tiny, "--batch_size", "2")
+    for exp in ("I", "II"):
+        for fold in range(3):
+            run = out / f"config_{exp}" / f"fold_{fold}"
+            for split in ("validation", "test"):
+                m = json.loads((run / split / "metrics.json").read_text())
+                assert {"roc_auc", "pr_auc", "precision", "recall", "tpr", "fpr", "confusion_matrix"} <= set(m)
+                assert (run / split / "roc.png").is_file() and (run / split / "pr.png").is_file()
+            counts = json.loads((run / "counts.json").read_text())
+            n_syn = counts["train_synthetic"]
+            assert n_syn == ({"pdac": 0, "healthy": 0} if exp == "I" else {"pdac": 5, "healthy": 2})
+            assert (run / "model_final.pt").is_file()
+            state = torch.load(run / "model_final.pt", weights_only=True)
+            assert "head.weight" in state
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["comparison"]["configs"]) == {"I", "II"}
+    md = (out / "comparison.md").read_text()
+    assert "| Config I |" in md and "| Config II |" in md and "0.670" in md and "0.870" in md
+    assert (out / "test_roc.png").is_file() and (out / "test_pr.png").is_file()
+
+
+def _write_blend_inputs(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    (root / "tumor").mkdir(parents=True)
+    (root / "tissue").mkdir(parents=True)
+    for i in range(3):
+        t = np.full((8, 8, 8), -100.0, np.float32)
+        t[2:6, 2:6, 2:6] = rng.normal(20, 5, (4, 4, 4))
+        nib.save(nib.Nifti1Image(t, np.eye(4)), str(root / "tumor" / f"t{i}.nii.gz"))
+        p = rng.normal(100, 10, (16, 16, 16)).astype(np.float32)
+        nib.save(nib.Nifti1Image(p, np.eye(4)), str(root / "tissue" / f"p{i}.nii.gz"))
+
+
+def test_blend_config_runs(tmp_path):
+    _write_blend_inputs(tmp_path)
+    args = ["--config_file", "configs/blend.json", "--tumor_dir", str(tmp_path / "tumor")]
+    args += ["--tissue_dir", str(tmp_path / "tissue"), "--blend_root", str(tmp_path / "out"), "--n_pairs", "2"]
+    _bundle_run(*args, "--method", "copy_paste")
+    out = tmp_path / "out" / "copy_paste"
+    images = sorted((out / "imagesTr").glob("*.nii.gz"))
+    assert len(images) == 2 and len(list((out / "labelsTr").glob("*.nii.gz"))) == 2
+    img = nib.load(str(images[0]))
+    assert img.shape == (16, 16, 16) and np.allclose(img.header.get_zooms(), 1.0)
+    data = np.asarray(img.dataobj)
+    assert data.max() > 60 and data.min() >= -100.5  # in HU, within the [-100, 170] window
+    lbl = np.asarray(nib.load(str(out / "labelsTr" / images[0].name)).dataobj)
+    assert set(np.unique(lbl)) <= {0, 1, 2} and (lbl == 2).any()
+
+
+def _write_eval_inputs(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name, mean in (("tumor_real", 40), ("tumor_syn", 60), ("blend_ref", 40), ("blend/style/imagesTr", 50)):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            v = rng.normal(mean, 30, (16, 16, 16)).astype(np.float32)
+            nib.save(nib.Nifti1Image(v, np.eye(4)), str(root / name / f"v{i}.nii.gz"))
+
+
+@pytest.mark.slow
+def test_evaluate_config_writes_tables(tmp_path):
+    _write_eval_inputs(tmp_path)
+    _bundle_run(
+        "--config_file", "configs/evaluate.json",
+        "--tumor_real", str(tmp_path / "tumor_real"),
+        "--tumor_synthetic_dir", str(tmp_path / "tumor_syn"),
+        "--pancreas_real", str(tmp_path / "tumor_real"),
+        "--pancreas_synthetic_dir", str(tmp_path / "missing"),
+        "--blend_reference", str(tmp_path / "blend_ref"),
+        "--blend_dir", str(tmp_path / "blend"),
+        "--output_dir", str(tmp_path / "out"),
+        "--allow_random_weights", "true",
+        "--extra_metrics", "[]",
+    )  # fmt: skip
+    out = tmp_path / "out"
+    t1 = json.loads((out / "table1.json").read_text())
+    ours = [r for r in t1["rows"] if r["Source"] == "ours"]
+    assert len(ours) == 1 and ours[0]["Tissue"] == "tumor" and ours[0]["Model"] == "3DGAUNet"
+    assert all(ours[0][c] is not None and ours[0][c] > 0 for c in ("FID-Sag", "FID-Ax", "FID-Cor", "PSNR-Ax"))
+    assert t1["random_weights_used"]["tumor_3DGAUNet"] is True
+    t2 = json.loads((out / "table2.json").read_text())
+    row2 = next(r for r in t2["rows"] if r["Source"] == "ours")
+    assert row2["MMD^2"] is not None and 0 < row2["MS-SSIM"] < 1
+    md3 = (out / "table3.md").read_text()
+    assert "| Blend III | ours |" in md3 and "| Blend III | paper (Shi et al. 2023) | 13.21 | 13.88 | 10.06 |" in md3
+    assert "random weights" in (out / "table1.md").read_text()
+
+
+def test_evaluate_without_inception_weights_fails_clearly(ev, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    _write_eval_inputs(tmp_path)
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "evaluate.json"),
+        meta_file=None,
+        logging_file=False,
+        tumor_real=str(tmp_path / "tumor_real"),
+        tumor_synthetic_dir=str(tmp_path / "tumor_syn"),
+        pancreas_synthetic_dir=str(tmp_path / "missing"),
+        blend_dir=str(tmp_path / "none"),
+        blend_reference=str(tmp_path / "blend_ref"),
+        output_dir=str(tmp_path / "out"),
+        bundle_root=str(BUNDLE),
+    )
+    wf.initialize()
+    with pytest.raises(RuntimeError) as info:
+        wf.run()
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__
+    assert any("needs a pretrained weights file" in m for m in chain), chain
+    assert not (tmp_path / "out" / "table1.md").exists()
