@@ -70,6 +70,7 @@ def test_list_volumes(sets):
         list_volumes(sets / "empty" if (sets / "empty").mkdir() is None else None)
 
 
+@pytest.mark.slow
 def test_evaluate_default_suite(sets):
     out = sets / "out_default"
     path = evaluate(
@@ -147,6 +148,7 @@ def test_bad_inputs(sets, tmp_path):
     assert "masks" in METRICS
 
 
+@pytest.mark.slow
 def test_cli_evaluate(sets, tmp_path):
     exe = Path(sys.executable).parent / "ctsynth"
     out = tmp_path / "cli"

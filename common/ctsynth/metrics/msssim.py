@@ -6,6 +6,13 @@ The standard MS-SSIM (5 scales, 11-voxel Gaussian window) does not fit 32^3 or 6
 whole window. :func:`select_msssim_config` picks the first configuration of :data:`MSSSIM_CANDIDATES` (most scales and
 largest window first) that satisfies both; the weights are the first ``n_scales`` of Wang et al.'s five weights
 renormalised to sum to 1. The choice is recorded in every result.
+
+Speed: the default ``implementation="separable"`` computes exactly MONAI's quantities (same Gaussian window, valid
+filtering, ``avg_pool`` downsampling, ReLU on each scale, weighted product) but filters with the three 1-D factors of
+the separable Gaussian (``3 k`` instead of ``k^3`` multiply-adds per voxel) and filters each volume's ``x`` and ``x^2``
+once for the whole set (when the moments fit in ``max_moment_bytes``; else once per batch of pairs) instead of once per
+pair; only ``x_a x_b`` is filtered per pair. It agrees with
+:class:`monai.metrics.MultiScaleSSIMMetric` to float32 rounding (tested); ``implementation="monai"`` calls MONAI.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.metrics import MultiScaleSSIMMetric
 
 __all__ = [
@@ -87,19 +95,82 @@ def sample_pairs(n: int, max_pairs: int | None = None, seed: int = 0) -> np.ndar
     return iu
 
 
+def _gaussian_1d(kernel_size: int, sigma: float) -> torch.Tensor:
+    # the 1-D factor of MONAI's separable Gaussian window (monai.metrics.regression._gaussian_kernel)
+    dist = torch.arange(start=(1 - kernel_size) / 2, end=(1 + kernel_size) / 2, step=1)
+    g = torch.exp(-torch.pow(dist / sigma, 2) / 2)
+    return g / g.sum()
+
+
+def _filter_valid(x: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """'valid' separable filtering of (B, D, H, W) along the three spatial axes (shifted slice sums, no padding)."""
+    k = len(taps)
+    for axis in (1, 2, 3):
+        n = x.shape[axis] - k + 1
+        out = x.narrow(axis, 0, n) * taps[0]
+        for t in range(1, k):
+            out.add_(x.narrow(axis, t, n), alpha=taps[t])
+        x = out
+    return x
+
+
+def _pyramid(x: torch.Tensor, n_scales: int) -> list[torch.Tensor]:
+    """(B, D, H, W) volumes at each scale (2x average pooling between scales, as MONAI)."""
+    out = [x]
+    for _ in range(n_scales - 1):
+        out.append(F.avg_pool3d(out[-1][:, None], kernel_size=2)[:, 0])
+    return out
+
+
+def _moments(pyramid: list[torch.Tensor], taps: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Local means of ``x`` and ``x^2`` at each scale."""
+    return [(_filter_valid(x, taps), _filter_valid(x * x, taps)) for x in pyramid]
+
+
+def _msssim_from_moments(
+    pyramid: list[torch.Tensor],
+    moments: list[tuple[torch.Tensor, torch.Tensor]],
+    ia: torch.Tensor,
+    ib: torch.Tensor,
+    cfg: MSSSIMConfig,
+) -> torch.Tensor:
+    """MS-SSIM of pairs ``(ia[p], ib[p])`` given per-volume pyramids and local moments; only ``x_a x_b`` is filtered."""
+    taps = _gaussian_1d(cfg.kernel_size, cfg.kernel_sigma).tolist()
+    c1, c2 = (0.01 * cfg.data_range) ** 2, (0.03 * cfg.data_range) ** 2
+    n_scales = len(cfg.weights)
+    per_scale = []
+    for scale in range(n_scales):
+        x = pyramid[scale]
+        mu, mu_sq = moments[scale]
+        mu_ab = _filter_valid(x[ia] * x[ib], taps)
+        mu_a, mu_b = mu[ia], mu[ib]
+        sigma_ab = mu_ab - mu_a * mu_b
+        sigma_a, sigma_b = mu_sq[ia] - mu_a * mu_a, mu_sq[ib] - mu_b * mu_b
+        cs = (2 * sigma_ab + c2) / (sigma_a + sigma_b + c2)
+        if scale == n_scales - 1:
+            ssim = ((2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)) * cs
+            per_scale.append(torch.relu(ssim.flatten(1).mean(1)))
+        else:
+            per_scale.append(torch.relu(cs.flatten(1).mean(1)))
+    w = torch.tensor(cfg.weights, dtype=torch.float)
+    return torch.prod(torch.stack(per_scale) ** w[:, None], dim=0)
+
+
 def pairwise_msssim(
     volumes: torch.Tensor | np.ndarray | Callable[[np.ndarray], torch.Tensor],
     n: int | None = None,
     spatial_shape: Sequence[int] | None = None,
     max_pairs: int | None = 500,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 16,
     config: MSSSIMConfig | None = None,
     data_range: float = 1.0,
+    implementation: str = "separable",
+    max_moment_bytes: int = 1 << 30,
 ) -> dict:
     """Mean 3D MS-SSIM over pairs of samples of one set (all pairs, or a seeded subset of ``max_pairs``).
 
-    Pairs are evaluated ``batch_size`` at a time by one :class:`monai.metrics.MultiScaleSSIMMetric` call.
+    Pairs are evaluated ``batch_size`` at a time (see the module docstring for the two implementations).
 
     Args:
         volumes: ``(N, 1, D, H, W)`` tensor/array, or a function mapping an index array to such a tensor (to read
@@ -111,14 +182,19 @@ def pairwise_msssim(
         batch_size: pairs per metric call.
         config: MS-SSIM window/weights (default: :func:`select_msssim_config`).
         data_range: intensity range (used when ``config`` is None).
+        implementation: ``"separable"`` (default, fast) or ``"monai"`` (:class:`monai.metrics.MultiScaleSSIMMetric`).
+        max_moment_bytes: memory allowed for caching every volume's local moments (separable only); above it the
+            moments are recomputed per batch of pairs.
 
     Returns:
         dict with ``mean``, ``std``, ``n_pairs``, ``pairs`` (``(P, 2)`` array), ``values`` (``(P,)`` array) and
         ``config`` (the chosen window/weights).
 
     Raises:
-        ValueError: when fewer than two samples are given.
+        ValueError: when fewer than two samples are given or the implementation is unknown.
     """
+    if implementation not in ("separable", "monai"):
+        raise ValueError(f"implementation must be 'separable' or 'monai', got {implementation!r}.")
     if callable(volumes) and not isinstance(volumes, torch.Tensor | np.ndarray):
         if n is None or spatial_shape is None:
             raise ValueError("n and spatial_shape are required when volumes is a loader function.")
@@ -144,12 +220,45 @@ def pairwise_msssim(
         reduction="none",
     )
     pairs = sample_pairs(n, max_pairs=max_pairs, seed=seed)
+    taps = _gaussian_1d(cfg.kernel_size, cfg.kernel_sigma).tolist()
+    n_scales = len(cfg.weights)
+
+    def load_pyramid(idx: np.ndarray) -> list[torch.Tensor]:
+        return _pyramid(torch.as_tensor(load(idx)).float().reshape(len(idx), *spatial_shape), n_scales)
+
+    # local moments of every volume, once (``2 N`` filterings instead of ``4`` per pair), when they fit in memory
+    moments_all = None
+    if implementation == "separable":
+        moment_bytes = 8 * sum(
+            int(np.prod([max(s // 2**k - cfg.kernel_size + 1, 0) for s in spatial_shape])) for k in range(n_scales)
+        )
+        if n * moment_bytes <= max_moment_bytes:
+            used = np.unique(pairs)
+            moments_all = [None] * n_scales
+            for start in range(0, len(used), batch_size):
+                idx = used[start : start + batch_size]
+                for k, (mu, mu_sq) in enumerate(_moments(load_pyramid(idx), taps)):
+                    if moments_all[k] is None:
+                        moments_all[k] = (mu.new_zeros((n, *mu.shape[1:])), mu.new_zeros((n, *mu.shape[1:])))
+                    moments_all[k][0][torch.as_tensor(idx)] = mu
+                    moments_all[k][1][torch.as_tensor(idx)] = mu_sq
     values = []
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
-            a, b = load(chunk[:, 0]), load(chunk[:, 1])
-            values.append(metric(a, b).reshape(-1).cpu().numpy())
+            if implementation == "monai":
+                values.append(metric(load(chunk[:, 0]), load(chunk[:, 1])).reshape(-1).cpu().numpy())
+                continue
+            # load each volume of the batch once; pairs index into the unique set
+            unique, inverse = np.unique(chunk, return_inverse=True)
+            inverse = torch.as_tensor(inverse.reshape(chunk.shape))
+            pyramid = load_pyramid(unique)
+            if moments_all is None:
+                moments = _moments(pyramid, taps)
+            else:
+                u = torch.as_tensor(unique)
+                moments = [(mu[u], mu_sq[u]) for mu, mu_sq in moments_all]
+            values.append(_msssim_from_moments(pyramid, moments, inverse[:, 0], inverse[:, 1], cfg).cpu().numpy())
     vals = np.concatenate(values).astype(np.float64)
     return {
         "mean": float(vals.mean()),

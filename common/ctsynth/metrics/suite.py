@@ -622,7 +622,6 @@ class EvaluationSuite:
                 spatial_shape=state.shape,
                 max_pairs=self.msssim_max_pairs,
                 seed=self.seed,
-                batch_size=self.batch_size,
                 config=cfg,
             )
             res[what] = {"mean": out["mean"], "std": out["std"], "n_pairs": out["n_pairs"]}
