@@ -10,7 +10,15 @@
 
 from ctsynth.blending.api import BLEND_METHODS, blend_folders, blend_tumor, list_nifti
 from ctsynth.blending.copy_paste import blend_copy_paste
-from ctsynth.blending.placement import BlendInputs, dilate_mask, paste_into, prepare_inputs, tumor_mask, tumor_offset
+from ctsynth.blending.placement import (
+    BlendInputs,
+    dilate_mask,
+    paste_into,
+    prepare_inputs,
+    tumor_fringe,
+    tumor_mask,
+    tumor_offset,
+)
 from ctsynth.blending.poisson import blend_poisson, solve_poisson_region
 from ctsynth.blending.result import BlendResult, to_label_map
 from ctsynth.blending.style import (
@@ -41,6 +49,7 @@ __all__ = [
     "refine_texture",
     "solve_poisson_region",
     "to_label_map",
+    "tumor_fringe",
     "tumor_mask",
     "tumor_offset",
     "weighted_gram",

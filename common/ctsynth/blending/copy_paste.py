@@ -46,11 +46,13 @@ def blend_copy_paste(
     return make_result(image, inputs, "copy_paste")
 
 
-def make_result(image: np.ndarray, inputs: BlendInputs, method: str) -> BlendResult:
-    """Wrap a blended float array and the inputs' mask into a :class:`BlendResult` shaped like the tissue input."""
+def make_result(image: np.ndarray, inputs: BlendInputs, method: str, mask: np.ndarray | None = None) -> BlendResult:
+    """Wrap a blended float array and a mask (default: the inputs' mask) into a :class:`BlendResult` shaped like the
+    tissue input."""
+    mask = inputs.mask if mask is None else mask
     return BlendResult(
         image=like_input(image.astype(np.float32), inputs.tissue_input, inputs.had_channel, np.float32),
-        mask=like_input(inputs.mask.astype(np.uint8), inputs.tissue_input, inputs.had_channel, np.uint8),
+        mask=like_input(mask.astype(np.uint8), inputs.tissue_input, inputs.had_channel, np.uint8),
         offset=inputs.offset,
         method=method,
     )

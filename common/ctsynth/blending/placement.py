@@ -17,7 +17,15 @@ from scipy import ndimage
 
 from ctsynth.blending.result import as_volume
 
-__all__ = ["BlendInputs", "dilate_mask", "paste_into", "prepare_inputs", "tumor_mask", "tumor_offset"]
+__all__ = [
+    "BlendInputs",
+    "dilate_mask",
+    "paste_into",
+    "prepare_inputs",
+    "tumor_fringe",
+    "tumor_mask",
+    "tumor_offset",
+]
 
 DEFAULT_THRESHOLD = 0.05
 
@@ -113,6 +121,30 @@ def dilate_mask(mask: np.ndarray, voxels: int) -> np.ndarray:
     if voxels <= 0:
         return mask.astype(bool)
     return ndimage.binary_dilation(mask, structure=ndimage.generate_binary_structure(3, 1), iterations=int(voxels))
+
+
+def tumor_fringe(tumor: np.ndarray, mask: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """Partial-volume fringe of a tumour on a ~0 background: dark mask voxels reachable from outside the mask.
+
+    A generated (or masked) tumour cube fades from the tumour's intensity to the cube's ~0 background over a voxel or
+    two; the voxels of that fade that pass the threshold are the "black pixels ... around the boundary" of
+    copy-and-paste. They are the mask voxels darker than ``fraction`` times the median tumour value that connect to
+    the outside of the mask through such dark voxels (so a dark core enclosed by brighter tumour is not fringe).
+
+    Args:
+        tumor: tumour values (any 3D grid).
+        mask: boolean tumour mask on the same grid.
+        fraction: fringe voxels are darker than ``fraction * median(tumor[mask])``; 0 gives an empty fringe.
+
+    Returns:
+        Boolean fringe mask (a subset of ``mask``).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if fraction <= 0 or not mask.any():
+        return np.zeros_like(mask)
+    dark = mask & (tumor < fraction * np.median(tumor[mask]))
+    reachable = ndimage.binary_propagation(~mask, structure=ndimage.generate_binary_structure(3, 1), mask=~mask | dark)
+    return reachable & mask
 
 
 @dataclass

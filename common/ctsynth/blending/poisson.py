@@ -14,19 +14,22 @@ Discrete problem (Perez et al. eq. 7, in 3D). Unknowns: the voxels of the region
 ``dilation`` voxels. For each voxel p in Omega and each of its 6 neighbours q inside the volume, the guidance v_pq is
 
   * tumour gradient g_p - g_q when p and q are both tumour voxels ("seamless"), or the one of the tumour and tissue
-    gradients with the larger magnitude ("mixed");
+    gradients with the larger magnitude ("mixed"). The tumour's partial-volume fringe (dark voxels at its border
+    where it fades into the cube's 0 background, :func:`~ctsynth.blending.placement.tumor_fringe`) does not count as
+    tumour here: its gradients point at the black background, not at tissue, and would leave a dark rim;
   * tissue gradient f*_p - f*_q otherwise. The tumour cubes hold tumour voxels on a ~0 background, so the tumour's
     own gradient across its border (tumour -> 0) would paste a bright tumour into the tissue; using the tissue's
     gradient there keeps the tissue texture in the dilation ring and leaves the tumour's level to the term below.
 
 and the voxels solve   sum_q (f_p - f_q) + lambda * m_p * (f_p - g_p) = sum_q v_pq,   with f_q = f*_q (the tissue)
-for q outside Omega (Dirichlet boundary), m = tumour mask and lambda = ``intensity_weight``. With lambda = 0 this is
-the plain Poisson equation (the result keeps the tumour's gradients but not its level, which follows the surrounding
-tissue, and adding a constant to the tumour changes nothing). With lambda > 0 it is the screened Poisson equation: the
-exact minimiser of  sum_edges (f_p - f_q - v_pq)^2 + lambda sum_mask (f_p - g_p)^2, i.e. DIB stage 1's gradient loss
-plus a voxel-wise content loss (DIB's content loss is a VGG-feature MSE against the source object). It keeps the
-tumour's CT intensity (hypo-attenuation is what makes PDAC visible) and spreads the step at the tumour border over
-about 1/sqrt(lambda) voxels inside and ``dilation`` voxels outside, instead of the hard seam of copy-and-paste.
+for q outside Omega (Dirichlet boundary), m = tumour mask without its fringe and lambda = ``intensity_weight``.
+With lambda = 0 this is the plain Poisson equation: the result keeps the tumour's gradients but not its level, which
+follows the surrounding tissue, and adding a constant to the tumour changes nothing. With lambda > 0 it is the
+screened Poisson equation: the exact minimiser of  sum_edges (f_p - f_q - v_pq)^2 + lambda sum_mask (f_p - g_p)^2,
+i.e. DIB stage 1's gradient loss plus a voxel-wise content loss (DIB's content loss is a VGG-feature MSE against the
+source object). It keeps the tumour's CT intensity (hypo-attenuation is what makes PDAC visible) and spreads the step
+at the tumour border over about 1/sqrt(lambda) voxels inside and ``dilation`` voxels outside, instead of the hard
+seam of copy-and-paste.
 """
 
 from __future__ import annotations
@@ -39,14 +42,15 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ctsynth.blending.copy_paste import make_result
-from ctsynth.blending.placement import DEFAULT_THRESHOLD, dilate_mask, prepare_inputs
+from ctsynth.blending.placement import DEFAULT_THRESHOLD, dilate_mask, prepare_inputs, tumor_fringe
 from ctsynth.blending.result import BlendResult
 
 __all__ = ["blend_poisson", "solve_poisson_region"]
 
 POISSON_MODES = ("seamless", "mixed")
 DEFAULT_DILATION = 2
-DEFAULT_INTENSITY_WEIGHT = 0.25
+DEFAULT_INTENSITY_WEIGHT = 1.0
+DEFAULT_FRINGE_FRACTION = 0.5
 
 
 def _neighbour_pairs(shape: tuple[int, ...]) -> Iterator[tuple[tuple[slice, ...], tuple[slice, ...]]]:
@@ -171,6 +175,7 @@ def blend_poisson(
     mode: str = "seamless",
     dilation: int = DEFAULT_DILATION,
     intensity_weight: float = DEFAULT_INTENSITY_WEIGHT,
+    fringe_fraction: float = DEFAULT_FRINGE_FRACTION,
     threshold: float = DEFAULT_THRESHOLD,
     offset: Sequence[int] | str | None = None,
     mask: Any = None,
@@ -190,6 +195,9 @@ def blend_poisson(
         dilation: the region solved for is the tumour mask dilated by this many voxels (6-neighbour steps).
         intensity_weight: weight lambda of the term keeping tumour voxels at their own values; 0 gives the pure
             gradient-domain result (tumour level set by the surrounding tissue).
+        fringe_fraction: tumour border voxels darker than this fraction of the median tumour value (and connected to
+            the outside through such voxels) are solved from the tissue's gradients instead of the tumour's; 0 keeps
+            the whole mask as source (see :func:`~ctsynth.blending.placement.tumor_fringe`).
         threshold: tumour voxels are those above it (ignored when ``mask`` is given).
         offset: ``None``/``"center"`` (default), ``"random"`` or the corner index of the tumour cube.
         mask: optional tumour mask on the tumour cube's grid instead of thresholding.
@@ -200,7 +208,8 @@ def blend_poisson(
         clip: clip the result to [0, 1] (the windowed range).
 
     Returns:
-        :class:`BlendResult`; the mask is the tumour mask (not the dilated region).
+        :class:`BlendResult`; its mask is the tumour mask without the fringe (the voxels that keep tumour content; the
+        fringe voxels, under half tumour by the usual partial-volume rule, become tissue-to-tumour transition).
 
     Raises:
         ValueError: on bad shapes, an empty tumour mask, an unknown mode or a negative dilation / weight.
@@ -209,9 +218,10 @@ def blend_poisson(
         raise ValueError(f"dilation must be >= 0; got {dilation}")
     inputs = prepare_inputs(tumor, tissue, threshold, offset, mask, keep_largest, fill_holes, seed)
     region = dilate_mask(inputs.mask, dilation)
+    tumour = inputs.mask & ~tumor_fringe(inputs.tumor, inputs.mask, fringe_fraction)
     image = solve_poisson_region(
-        inputs.tumor, inputs.tissue, region, inputs.mask, mode=mode, intensity_weight=intensity_weight, solver=solver
+        inputs.tumor, inputs.tissue, region, tumour, mode=mode, intensity_weight=intensity_weight, solver=solver
     )
     if clip:
         image = np.clip(image, 0.0, 1.0)
-    return make_result(image, inputs, f"poisson_{mode}")
+    return make_result(image, inputs, f"poisson_{mode}", mask=tumour)

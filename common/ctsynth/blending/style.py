@@ -34,8 +34,13 @@ from scipy import ndimage
 from torch import nn
 
 from ctsynth.blending.copy_paste import make_result
-from ctsynth.blending.placement import DEFAULT_THRESHOLD, dilate_mask, prepare_inputs
-from ctsynth.blending.poisson import DEFAULT_DILATION, DEFAULT_INTENSITY_WEIGHT, solve_poisson_region
+from ctsynth.blending.placement import DEFAULT_THRESHOLD, dilate_mask, prepare_inputs, tumor_fringe
+from ctsynth.blending.poisson import (
+    DEFAULT_DILATION,
+    DEFAULT_FRINGE_FRACTION,
+    DEFAULT_INTENSITY_WEIGHT,
+    solve_poisson_region,
+)
 from ctsynth.blending.result import BlendResult
 
 __all__ = [
@@ -131,10 +136,11 @@ def match_texture_statistics(
     """Give the tumour region the tissue's high-pass SD, keeping its low-pass contrast (``mode="statistics"``).
 
     With r = high-pass(stage1) and t = high-pass(tissue) (residuals of a Gaussian low-pass of ``sigma``), the tumour
-    voxels become ``stage1 + (a - 1) r + b t`` with a = min(1, sd_t / sd_r) and b = sqrt(max(sd_t^2 - a^2 sd_r^2, 0))
-    / sd_t (SDs over the tumour's core, eroded by 2 sigma so that its edge does not count as texture, for r, and
-    over the whole tissue cube for t). t is the tissue's own residual under the
-    tumour, so the added texture continues that of the surrounding voxels without a seam.
+    voxels become ``stage1 + (a - 1) r + b t`` with a = min(1, sd_t / sd_r) and b chosen so that the high-pass SD of
+    the result equals sd_t: b = sqrt(max(sd_t^2 - a^2 sd_r^2, 0)) / sd(high-pass(t inside the tumour)) (the high-pass
+    is not idempotent, so the added field's own high-pass SD is measured). sd_r and the normaliser are measured on the
+    tumour's core (eroded by 2 sigma, so that its edge does not count as texture), sd_t over the whole tissue cube.
+    t is the tissue's own residual under the tumour, so the added texture continues that of the surrounding voxels.
 
     Args:
         stage1: the Blend II volume.
@@ -150,14 +156,15 @@ def match_texture_statistics(
     tissue = tissue.astype(np.float64)
     residual = stage1 - ndimage.gaussian_filter(stage1, sigma)
     tissue_residual = tissue - ndimage.gaussian_filter(tissue, sigma)
-    # The residual near the tumour border holds the tumour's edge, not texture: measure the tumour's SD on its core.
     core = ndimage.binary_erosion(tumour, iterations=max(1, int(np.ceil(2 * sigma))))
-    sd_r = float(residual[core if core.any() else tumour].std())
-    sd_t = float(tissue_residual.std())
+    core = core if core.any() else tumour
+    sd_r, sd_t = float(residual[core].std()), float(tissue_residual.std())
     if sd_t == 0:
         return stage1.copy()
     a = min(1.0, sd_t / sd_r) if sd_r > 0 else 1.0
-    b = np.sqrt(max(sd_t**2 - (a * sd_r) ** 2, 0.0)) / sd_t
+    added = np.where(tumour, tissue_residual, 0.0)
+    sd_added = float((added - ndimage.gaussian_filter(added, sigma))[core].std())
+    b = np.sqrt(max(sd_t**2 - (a * sd_r) ** 2, 0.0)) / sd_added if sd_added > 0 else 0.0
     out = stage1.copy()
     out[tumour] += (a - 1.0) * residual[tumour] + b * tissue_residual[tumour]
     return out
@@ -165,12 +172,17 @@ def match_texture_statistics(
 
 @contextmanager
 def _deterministic_torch():
+    """Deterministic algorithms on (restored afterwards), without filling every new tensor with NaN: that debugging aid
+    of deterministic mode makes the CPU optimisation several times slower and changes no result."""
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
 
 
 def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -342,6 +354,7 @@ def blend_style_refined(
     poisson_mode: str = "seamless",
     dilation: int = DEFAULT_DILATION,
     intensity_weight: float = DEFAULT_INTENSITY_WEIGHT,
+    fringe_fraction: float = DEFAULT_FRINGE_FRACTION,
     threshold: float = DEFAULT_THRESHOLD,
     offset: Sequence[int] | str | None = None,
     mask: Any = None,
@@ -375,6 +388,7 @@ def blend_style_refined(
         poisson_mode: ``mode`` of the Blend II stage (``"seamless"`` or ``"mixed"``).
         dilation: Blend II region = tumour mask dilated by this many voxels; the same region is refined.
         intensity_weight: see :func:`ctsynth.blending.poisson.blend_poisson`.
+        fringe_fraction: see :func:`ctsynth.blending.poisson.blend_poisson`.
         threshold: tumour voxels are those above it (ignored when ``mask`` is given).
         offset: ``None``/``"center"`` (default), ``"random"`` or the corner index of the tumour cube.
         mask: optional tumour mask on the tumour cube's grid instead of thresholding.
@@ -383,7 +397,7 @@ def blend_style_refined(
         device: torch device of ``"features"``.
 
     Returns:
-        :class:`BlendResult` (image clipped to [0, 1]).
+        :class:`BlendResult` (image clipped to [0, 1]; mask as in :func:`~ctsynth.blending.poisson.blend_poisson`).
 
     Raises:
         ValueError: on bad inputs or an unknown mode.
@@ -394,17 +408,18 @@ def blend_style_refined(
         raise ValueError(f"dilation and refine_dilation must be >= 0; got {dilation}, {refine_dilation}")
     inputs = prepare_inputs(tumor, tissue, threshold, offset, mask, keep_largest, fill_holes, seed)
     region = dilate_mask(inputs.mask, dilation)
+    tumour = inputs.mask & ~tumor_fringe(inputs.tumor, inputs.mask, fringe_fraction)
     stage1 = solve_poisson_region(
-        inputs.tumor, inputs.tissue, region, inputs.mask, mode=poisson_mode, intensity_weight=intensity_weight
+        inputs.tumor, inputs.tissue, region, tumour, mode=poisson_mode, intensity_weight=intensity_weight
     )
     stage1 = np.clip(stage1, 0.0, 1.0)
     if mode == "statistics":
-        image = match_texture_statistics(stage1, inputs.tissue, inputs.mask, sigma=highpass_sigma)
+        image = match_texture_statistics(stage1, inputs.tissue, tumour, sigma=highpass_sigma)
     else:
         image = refine_texture(
             stage1,
             inputs.tissue,
-            dilate_mask(inputs.mask, refine_dilation),
+            dilate_mask(tumour, refine_dilation),
             n_steps=n_steps,
             style_weight=style_weight,
             content_weight=content_weight,
@@ -419,4 +434,4 @@ def blend_style_refined(
             seed=seed,
             device=device,
         )
-    return make_result(np.clip(image, 0.0, 1.0), inputs, f"style_{mode}")
+    return make_result(np.clip(image, 0.0, 1.0), inputs, f"style_{mode}", mask=tumour)
