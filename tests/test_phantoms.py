@@ -444,3 +444,12 @@ def test_write_dataset_bad_inputs(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         write_phantom_dataset(tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_dataset_writer_shrinks_tumour_for_small_fields_of_view(tmp_path):
+    # 64^3 at 1 mm leaves a pancreas too thin for the default 10 mm tumour: the writer shrinks it instead of failing
+    with pytest.raises(ValueError, match="too large for the pancreas"):
+        make_abdomen_phantom((64, 64, 64), (1.0, 1.0, 1.0), seed=0, tumor_radius_mm=10.0)
+    ds = write_phantom_dataset(tmp_path, kind="abdomen", n=1, size=64, spacing=1.0)
+    label, _ = load_volume(ds.parent / "labelsTr" / "phantom_abdomen_000.nii.gz")
+    assert (label == 2).sum() > 0 and (label == 1).sum() > 0

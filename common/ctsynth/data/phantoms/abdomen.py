@@ -36,6 +36,7 @@ def make_abdomen_phantom(
     seed: int = 0,
     tumor: bool = True,
     tumor_radius_mm: float = 10.0,
+    shrink_tumor_to_fit: bool = False,
     noise_sd: float | None = None,
     phase: str = "portal_venous",
     tumor_location: str | None = None,
@@ -51,6 +52,8 @@ def make_abdomen_phantom(
         seed: non-negative integer seed.
         tumor: whether to insert a hypo-attenuating PDAC tumour inside the pancreas.
         tumor_radius_mm: nominal tumour radius in mm (the margin is lobulated by about +-10 %).
+        shrink_tumor_to_fit: when the pancreas of a small field of view cannot hold a ball of ``tumor_radius_mm``,
+            use 80 % of the largest radius that fits instead of raising (used by the dataset writer).
         noise_sd: SD in HU of the correlated scanner noise (default 10 HU; 0 for none).
         phase: "portal_venous" (default, as MSD Task07) or "non_contrast".
         tumor_location: "head", "body", "tail" or None (random: head 65 %, body 20 %, tail 15 %).
@@ -80,7 +83,9 @@ def make_abdomen_phantom(
     info: dict = {"seed": int(seed), "phase": phase, "noise_sd": noise_sd, "unit_mm": frame.unit_mm, "tumor": None}
     offsets = _enhancement_offsets(rng_hu, phase)
     if tumor:
-        info["tumor"] = _insert_tumor(frame, tissue, rng_tumor, float(tumor_radius_mm), tumor_location)
+        info["tumor"] = _insert_tumor(
+            frame, tissue, rng_tumor, float(tumor_radius_mm), tumor_location, shrink_to_fit=shrink_tumor_to_fit
+        )
         offsets[T["tumor"]] = offsets.get(T["pancreas"], 0.0) + rng_hu.uniform(-8, 8)
         offsets[T["tumor_necrosis"]] = offsets[T["tumor"]]
     image = render(tissue, ABDOMEN_TISSUES, phase, rng_noise, spacing, noise_sd, offsets)
@@ -336,7 +341,12 @@ def _enhancement_offsets(rng: np.random.Generator, phase: str) -> dict[int, floa
 
 
 def _insert_tumor(
-    frame: BodyFrame, tissue: np.ndarray, rng: np.random.Generator, radius_mm: float, location: str | None
+    frame: BodyFrame,
+    tissue: np.ndarray,
+    rng: np.random.Generator,
+    radius_mm: float,
+    location: str | None,
+    shrink_to_fit: bool = False,
 ) -> dict:
     """Insert a lobulated hypo-attenuating tumour that replaces pancreas voxels; returns its description.
 
@@ -352,6 +362,8 @@ def _insert_tumor(
     sub = np.pad(pancreas[sl], 1)  # zero border: the volume edge counts as outside
     depth = ndimage.distance_transform_edt(sub, sampling=frame.spacing)[1:-1, 1:-1, 1:-1]
     max_fit = float(depth.max())
+    if shrink_to_fit and radius_mm > max_fit:
+        radius_mm = 0.8 * max_fit
     cand = np.argwhere(depth >= radius_mm)
     if len(cand) == 0:
         raise ValueError(

@@ -35,6 +35,7 @@ def write_phantom_dataset(
     seed: int = 0,
     tumor_fraction: float = 1.0,
     nodules: int = 1,
+    tumor_radius_mm: float = 10.0,
 ) -> Path:
     """Write ``n`` phantoms as ``imagesTr/``, ``labelsTr/``, ``organsTr/`` and an MSD ``dataset.json``.
 
@@ -52,6 +53,8 @@ def write_phantom_dataset(
         seed: base seed.
         tumor_fraction: abdomen only, fraction in [0, 1] of volumes with a PDAC tumour (see :func:`has_tumor`).
         nodules: chest only, nodules per volume.
+        tumor_radius_mm: abdomen only, nominal tumour radius; where a small field of view leaves a pancreas too thin
+            for it, the tumour shrinks to 80 % of the largest ball that fits (the phantom info records the radius used).
 
     Returns:
         Path of the written ``dataset.json``.
@@ -79,7 +82,14 @@ def write_phantom_dataset(
     organ_names: dict[str, int] = {}
     for i in range(int(n)):
         if kind == "abdomen":
-            vol: PhantomVolume = make_abdomen_phantom(shape, sp, seed=seed + i, tumor=has_tumor(i, n, tumor_fraction))
+            vol: PhantomVolume = make_abdomen_phantom(
+                shape,
+                sp,
+                seed=seed + i,
+                tumor=has_tumor(i, n, tumor_fraction),
+                tumor_radius_mm=tumor_radius_mm,
+                shrink_tumor_to_fit=True,
+            )
         else:
             vol = make_chest_phantom(shape, sp, seed=seed + i, nodules=nodules)
         names, organ_names = vol.label_names, vol.organ_names
