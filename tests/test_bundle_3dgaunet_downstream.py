@@ -430,8 +430,9 @@ def test_train_classifier_study_runs(tmp_path):
             n_syn = counts["train_synthetic"]
             assert n_syn == ({"pdac": 0, "healthy": 0} if exp == "I" else {"pdac": 5, "healthy": 2})
             assert (run / "model_final.pt").is_file()
-            state = torch.load(run / "model_final.pt", weights_only=True)
-            assert "head.weight" in state
+            final = torch.load(run / "model_final.pt", weights_only=True)  # network, optimizer, trainer states
+            assert "head.weight" in final["model"] and final["trainer"]["max_epochs"] == 1
+            assert "head.weight" in torch.load(run / "model_best.pt", weights_only=True)
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["comparison"]["configs"]) == {"I", "II"}
     md = (out / "comparison.md").read_text()
