@@ -123,8 +123,12 @@ def _pyramid(x: torch.Tensor, n_scales: int) -> list[torch.Tensor]:
 
 
 def _moments(pyramid: list[torch.Tensor], taps: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Local means of ``x`` and ``x^2`` at each scale."""
-    return [(_filter_valid(x, taps), _filter_valid(x * x, taps)) for x in pyramid]
+    """Local mean and local variance ``E[x^2] - E[x]^2`` of each volume at each scale."""
+    out = []
+    for x in pyramid:
+        mu = _filter_valid(x, taps)
+        out.append((mu, _filter_valid(x * x, taps).addcmul_(mu, mu, value=-1.0)))
+    return out
 
 
 def _msssim_from_moments(
@@ -134,22 +138,24 @@ def _msssim_from_moments(
     ib: torch.Tensor,
     cfg: MSSSIMConfig,
 ) -> torch.Tensor:
-    """MS-SSIM of pairs ``(ia[p], ib[p])`` given per-volume pyramids and local moments; only ``x_a x_b`` is filtered."""
+    """MS-SSIM of pairs ``(ia[p], ib[p])`` given per-volume pyramids and local moments; only ``x_a x_b`` is filtered.
+
+    In-place operations keep the number of passes over the pair tensors low (the cost is memory traffic).
+    """
     taps = _gaussian_1d(cfg.kernel_size, cfg.kernel_sigma).tolist()
     c1, c2 = (0.01 * cfg.data_range) ** 2, (0.03 * cfg.data_range) ** 2
     n_scales = len(cfg.weights)
     per_scale = []
     for scale in range(n_scales):
         x = pyramid[scale]
-        mu, mu_sq = moments[scale]
-        mu_ab = _filter_valid(x[ia] * x[ib], taps)
+        mu, var = moments[scale]
         mu_a, mu_b = mu[ia], mu[ib]
-        sigma_ab = mu_ab - mu_a * mu_b
-        sigma_a, sigma_b = mu_sq[ia] - mu_a * mu_a, mu_sq[ib] - mu_b * mu_b
-        cs = (2 * sigma_ab + c2) / (sigma_a + sigma_b + c2)
+        # contrast-structure term: (2 cov_ab + c2) / (var_a + var_b + c2), cov_ab = E[x_a x_b] - mu_a mu_b
+        cs = _filter_valid(x[ia].mul_(x[ib]), taps).addcmul_(mu_a, mu_b, value=-1.0).mul_(2.0).add_(c2)
+        cs.div_(var[ia].add_(var[ib]).add_(c2))
         if scale == n_scales - 1:
-            ssim = ((2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)) * cs
-            per_scale.append(torch.relu(ssim.flatten(1).mean(1)))
+            luminance = (mu_a * mu_b).mul_(2.0).add_(c1).div_(mu_a.mul_(mu_a).addcmul_(mu_b, mu_b).add_(c1))
+            per_scale.append(torch.relu(cs.mul_(luminance).flatten(1).mean(1)))
         else:
             per_scale.append(torch.relu(cs.flatten(1).mean(1)))
     w = torch.tensor(cfg.weights, dtype=torch.float)
@@ -237,11 +243,11 @@ def pairwise_msssim(
             moments_all = [None] * n_scales
             for start in range(0, len(used), batch_size):
                 idx = used[start : start + batch_size]
-                for k, (mu, mu_sq) in enumerate(_moments(load_pyramid(idx), taps)):
+                for k, (mu, var) in enumerate(_moments(load_pyramid(idx), taps)):
                     if moments_all[k] is None:
                         moments_all[k] = (mu.new_zeros((n, *mu.shape[1:])), mu.new_zeros((n, *mu.shape[1:])))
                     moments_all[k][0][torch.as_tensor(idx)] = mu
-                    moments_all[k][1][torch.as_tensor(idx)] = mu_sq
+                    moments_all[k][1][torch.as_tensor(idx)] = var
     values = []
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
@@ -257,7 +263,7 @@ def pairwise_msssim(
                 moments = _moments(pyramid, taps)
             else:
                 u = torch.as_tensor(unique)
-                moments = [(mu[u], mu_sq[u]) for mu, mu_sq in moments_all]
+                moments = [(mu[u], var[u]) for mu, var in moments_all]
             values.append(_msssim_from_moments(pyramid, moments, inverse[:, 0], inverse[:, 1], cfg).cpu().numpy())
     vals = np.concatenate(values).astype(np.float64)
     return {
