@@ -25,10 +25,12 @@ __all__ = [
     "PlaneFeatureExtractor",
     "as_volume_batch",
     "batched_inference",
+    "describe",
     "load_checkpoint_state_dict",
     "load_state_dict_checked",
     "resolve_weights",
     "seeded_torch_init",
+    "strip_prefixes",
 ]
 
 RANDOM_WEIGHTS_NOTE = "random weights: not comparable to published numbers"
@@ -62,7 +64,7 @@ class PlaneFeatureExtractor(Protocol):
 
 
 def as_volume_batch(volumes: torch.Tensor | np.ndarray, min_size: int = 1) -> torch.Tensor:
-    """Check and convert a batch of single-channel volumes to a float32 CPU-contiguous tensor.
+    """Check a batch of single-channel volumes and convert it to a float32 tensor.
 
     Args:
         volumes: (N, 1, D, H, W) tensor or array.
