@@ -66,8 +66,9 @@ def test_list_volumes(sets):
     assert len(list_volumes(sets / "datalist.json")) == 6
     with pytest.raises(FileNotFoundError, match="not found"):
         list_volumes(sets / "nope")
+    (sets / "empty").mkdir(exist_ok=True)
     with pytest.raises(ValueError, match="no NIfTI volumes"):
-        list_volumes(sets / "empty" if (sets / "empty").mkdir() is None else None)
+        list_volumes(sets / "empty")
 
 
 @pytest.mark.slow
@@ -146,6 +147,18 @@ def test_bad_inputs(sets, tmp_path):
     with pytest.raises(Exception, match="weights"):
         evaluate(sets / "real", sets / "syn", tmp_path / "o3", metrics=["fid3d_medicalnet"])
     assert "masks" in METRICS
+
+
+def test_feature_metrics_is_and_prdc(sets, tmp_path):
+    path = evaluate(sets / "real", sets / "syn", tmp_path / "o", metrics="is,prdc", extractor_kwargs=FAST_F3D)
+    report = json.loads(path.read_text())
+    assert (
+        report["metrics"]["is"]["standard"] is False
+        and "NON-STANDARD" in report["metrics"]["is"]["protocol"]["definition"]
+    )
+    assert report["metrics"]["is"]["value"] >= 1.0
+    assert set(report["feature_extractors"]) == {"f3d"}
+    assert 0.0 <= report["metrics"]["prdc"]["coverage"] <= 1.0
 
 
 @pytest.mark.slow
