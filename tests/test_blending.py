@@ -335,6 +335,7 @@ def test_random_feature_net_is_seeded_and_blind_to_offsets():
     x = torch.rand(1, 1, 16, 16, 16)
     features = net_a(x)
     assert [f.shape[1:] for f in features] == [(8, 16, 16, 16), (16, 8, 8, 8), (32, 4, 4, 4)]
+    assert net_a.receptive_radii == (1, 3, 6)
     for f, g in zip(features, net_a(x + 0.37), strict=True):
         torch.testing.assert_close(f, g, atol=1e-5, rtol=1e-5)
 

@@ -64,6 +64,11 @@ class RandomFeatureNet3D(nn.Module):
     Gram matrices then describe texture (local variation), not the mean level, which the content loss keeps.
     Weights are He-normal draws from ``numpy.random.default_rng(seed)``, so they are identical on every machine.
 
+    ``receptive_radii`` holds, per stage, the distance (input voxels) within which a voxel dominates that stage's
+    features (the central part of its receptive field: 1 + 1.5 (2^i - 1)); :func:`refine_texture` measures a stage's
+    Gram matrix only at positions at least that far inside the region, so that the tumour's border (an edge the
+    content term keeps) is not mistaken for texture.
+
     Args:
         channels: output channels of each stage.
         seed: seed of the weights.
@@ -71,6 +76,7 @@ class RandomFeatureNet3D(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (8, 16, 32), seed: int = 0) -> None:
         super().__init__()
+        self.receptive_radii = tuple(int(np.ceil(1 + 1.5 * (2**i - 1))) for i in range(len(channels)))
         rng = np.random.default_rng(seed)
         self.convs = nn.ModuleList()
         in_ch = 1
@@ -192,6 +198,19 @@ def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
+def _style_weights(region: np.ndarray, radii: Sequence[int] | None) -> list[np.ndarray | None]:
+    """Per-stage masks of the positions whose Gram matrices are measured: the region eroded by each stage's radius.
+
+    Stages whose eroded mask is empty get ``None`` (skipped); with no radii (a user network) or when every stage would
+    be skipped, the region itself is used for every stage (a list long enough for any number of stages)."""
+    if radii:
+        inside = ndimage.distance_transform_edt(region)
+        weights = [inside > r if (inside > r).any() else None for r in radii]
+        if any(w is not None for w in weights):
+            return weights
+    return [region] * 64
+
+
 def refine_texture(
     stage1: np.ndarray,
     tissue: np.ndarray,
@@ -270,6 +289,8 @@ def refine_texture(
         frozen = as_tensor(stage1[box])
         update_mask = as_tensor(region[box].astype(np.float32))
         n_region = update_mask.sum()
+        style_weights = _style_weights(region, getattr(net, "receptive_radii", None))
+        style_weights = [None if w is None else as_tensor(w[box].astype(np.float32)) for w in style_weights]
         with torch.no_grad():
             target_grams = [weighted_gram(f) for f in net(as_tensor(tissue))]
             lowpass = GaussianFilter(3, content_sigma).to(device) if content_space == "lowpass" else None
@@ -285,10 +306,12 @@ def refine_texture(
         def loss_fn() -> torch.Tensor:
             x = frozen + noise_sd * u * update_mask
             features = net(x)
+            layers = [
+                (f, g, w) for f, g, w in zip(features, target_grams, style_weights, strict=False) if w is not None
+            ]
             style = sum(
-                ((weighted_gram(f, update_mask) - g) ** 2).sum() / (g**2).sum().clamp_min(1e-12)
-                for f, g in zip(features, target_grams, strict=True)
-            ) / len(target_grams)
+                ((weighted_gram(f, w) - g) ** 2).sum() / (g**2).sum().clamp_min(1e-12) for f, g, w in layers
+            ) / len(layers)
             if content_space == "lowpass":
                 content_maps = [lowpass(x)]
             elif content_space == "voxels":
