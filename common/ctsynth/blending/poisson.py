@@ -49,7 +49,7 @@ __all__ = ["blend_poisson", "solve_poisson_region"]
 
 POISSON_MODES = ("seamless", "mixed")
 DEFAULT_DILATION = 2
-DEFAULT_INTENSITY_WEIGHT = 1.0
+DEFAULT_INTENSITY_WEIGHT = 0.5
 DEFAULT_FRINGE_FRACTION = 0.5
 
 
