@@ -16,6 +16,14 @@ from ``numpy.linalg.eigh`` of ``C_1`` (negative round-off eigenvalues clipped to
 non-negative for rank-deficient covariances (fewer samples than features), where ``sqrtm`` warns or returns complex
 values.
 
+With fewer samples than features (the usual case for CT sets: 100 volumes, 2048 features) the covariances have rank
+below ``F`` and an ``F x F`` eigendecomposition is wasted work. Writing ``C_1 = A^T A`` and ``C_2 = B^T B`` with the
+centred, ``1/sqrt(n-1)``-scaled feature matrices ``A`` (N_1 x F) and ``B`` (N_2 x F), the non-zero eigenvalues of
+``C_1 C_2`` are those of ``(A B^T)(A B^T)^T``, so ``Tr (C_1 C_2)^{1/2}`` is the nuclear norm (sum of singular values)
+of the small ``N_1 x N_2`` matrix ``A B^T``. :func:`frechet_distance` uses this exact identity whenever
+``min(N_1, N_2) < F``; it costs ``O(N_1 N_2 F)`` instead of ``O(F^3)`` (2048-d Inception features of 100 vs 100
+slices: milliseconds instead of seconds).
+
 :class:`RunningFeatureStats` accumulates the mean and covariance batch by batch (float64, Chan et al.'s pairwise update)
 so an evaluation never has to hold all feature vectors at once.
 """
@@ -142,7 +150,20 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     b = _as_feature_matrix(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: feats_a has {a.shape[1]}, feats_b has {b.shape[1]}.")
+    if min(a.shape[0], b.shape[0]) < a.shape[1]:
+        return _frechet_distance_low_rank(a, b)
     return frechet_distance_from_stats(*feature_statistics(a), *feature_statistics(b))
+
+
+def _frechet_distance_low_rank(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance from the feature matrices: ``Tr (C_1 C_2)^{1/2} = ||A B^T||_*`` (see the module docstring)."""
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    ca = (a - mu_a) / np.sqrt(a.shape[0] - 1)
+    cb = (b - mu_b) / np.sqrt(b.shape[0] - 1)
+    nuclear = float(np.linalg.svd(ca @ cb.T, compute_uv=False).sum())
+    diff = mu_a - mu_b
+    dist = float(diff @ diff + np.einsum("ij,ij->", ca, ca) + np.einsum("ij,ij->", cb, cb) - 2.0 * nuclear)
+    return max(dist, 0.0)
 
 
 class RunningFeatureStats:
@@ -160,6 +181,10 @@ class RunningFeatureStats:
             stats.update(extractor(batch))
         mu, sigma = stats.mean, stats.covariance
 
+    While fewer vectors than features have been seen, the vectors themselves are kept too (at most ``F`` rows, e.g.
+    1.6 MB for 100 x 2048 float64), so :meth:`frechet_distance` can use the exact low-rank identity of the module
+    docstring instead of two ``F x F`` eigendecompositions.
+
     Args:
         dim: feature dimension; inferred from the first batch when ``None``.
     """
@@ -167,6 +192,7 @@ class RunningFeatureStats:
     def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
         self.count = 0
+        self._rows: list[np.ndarray] | None = []
         self._mean: np.ndarray | None = None if dim is None else np.zeros(dim, dtype=np.float64)
         self._scatter: np.ndarray | None = None if dim is None else np.zeros((dim, dim), dtype=np.float64)
 
@@ -201,7 +227,19 @@ class RunningFeatureStats:
         mean_b = arr.mean(axis=0)
         centred = arr - mean_b
         self._merge(n_b, mean_b, centred.T @ centred)
+        self._keep_rows([arr])
         return self
+
+    def _keep_rows(self, rows: list[np.ndarray] | None) -> None:
+        """Keep the raw vectors while there are fewer of them than features (see the class docstring)."""
+        if self._rows is None or rows is None or self.count >= (self.dim or 0):
+            self._rows = None
+        else:
+            self._rows.extend(r.copy() for r in rows)
+
+    def rows(self) -> np.ndarray | None:
+        """The (count, F) vectors seen so far while ``count < F``, else ``None``."""
+        return None if not self._rows else np.concatenate(self._rows, axis=0)
 
     def _merge(self, n_b: int, mean_b: np.ndarray, scatter_b: np.ndarray) -> None:
         if self.count == 0 or self._mean is None or self._scatter is None:
@@ -222,6 +260,7 @@ class RunningFeatureStats:
             raise ValueError(f"cannot merge statistics of dimension {other.dim} into dimension {self.dim}.")
         self.dim = other.dim
         self._merge(other.count, other._mean, other._scatter)  # type: ignore[arg-type]
+        self._keep_rows(other._rows)
         return self
 
     @property
@@ -244,6 +283,9 @@ class RunningFeatureStats:
 
     def frechet_distance(self, other: RunningFeatureStats) -> float:
         """Frechet distance between the Gaussians of this accumulator and ``other``."""
+        a, b = self.rows(), other.rows()
+        if a is not None and b is not None and a.shape[0] >= 2 and b.shape[0] >= 2:
+            return frechet_distance(a, b)
         return frechet_distance_from_stats(*self.statistics(), *other.statistics())
 
     def save(self, path: str | Path) -> Path:
@@ -259,4 +301,5 @@ class RunningFeatureStats:
             count, mean, cov = int(data["count"]), data["mean"], data["covariance"]
         stats = cls(dim=mean.shape[0])
         stats._merge(count, mean.astype(np.float64), cov.astype(np.float64) * (count - 1))
+        stats._rows = None  # only the statistics were saved
         return stats
