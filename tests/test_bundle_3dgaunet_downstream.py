@@ -531,3 +531,12 @@ def test_evaluate_without_inception_weights_fails_clearly(ev, tmp_path):
         e = e.__cause__
     assert any("needs a pretrained weights file" in m for m in chain), chain
     assert not (tmp_path / "out" / "table1.md").exists()
+
+
+def test_table_values_keep_significant_digits_below_one():
+    from scripts.evaluation import format_value
+
+    assert format_value(271.314) == "271.31"
+    assert format_value(0.0012345) == "0.00123"
+    assert format_value(0.0) == "0.00"
+    assert format_value(None) == "n/a"

@@ -65,12 +65,15 @@ PAPER_TABLE3: dict[str, dict[str, float]] = {
 
 
 def format_value(value: Any, digits: int = 2) -> str:
-    """Number with ``digits`` decimals; ``None``/NaN as ``n/a``; other values as ``str``."""
+    """Number with ``digits`` decimals (3 significant digits below 1, so small values such as an untrained network's
+    F3D do not print as 0.00); ``None``/NaN as ``n/a``; other values as ``str``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int | float):
+        if value != 0 and abs(float(value)) < 1:
+            return f"{float(value):.3g}"
         return f"{float(value):.{digits}f}"
     return str(value)
 
