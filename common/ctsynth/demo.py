@@ -86,7 +86,8 @@ def run_bundle_command(bundle: str, args: list[str], log_file: Path) -> float:
 
 
 def demo_pancreas_ct_3dgaunet(out: Path, folders: dict[str, Path]) -> None:
-    """3DGAUnet on the abdominal phantoms: cubes, 2 epochs of each GAN (tiny widths), checkpoint choice, sampling.
+    """3DGAUnet on the abdominal phantoms: cubes, 2 epochs of each GAN (tiny widths), checkpoint choice, sampling,
+    the three blends and the paper's Tables 1-3.
 
     The settings are the bundle README's CPU smoke-run overrides; the samples show the pipeline works, not what a
     trained model looks like (that takes days on a GPU).
@@ -124,10 +125,34 @@ def demo_pancreas_ct_3dgaunet(out: Path, folders: dict[str, Path]) -> None:
                 + ["--output_dir", str(root / "samples" / model), *tiny_g],
             ),
         ]
+    steps += [
+        (
+            "blend tumours into tissue (Blend I, II, III)",
+            ["monai.bundle", "run", "run_all_methods", "--config_file", "configs/blend.json"]
+            + ["--tumor_dir", str(root / "samples" / "tumor"), "--tissue_dir", str(root / "samples" / "pancreas")]
+            + ["--blend_root", str(root / "blended"), "--n_pairs", "4"],
+        ),
+        (
+            "cut reference PDAC cubes",
+            ["monai.bundle", "run", "make_cubes", "--config_file", "configs/train_classifier.json"]
+            + ["--real_ct_dir", str(folders["abdomen"]), "--dataset_dir", str(root / "classifier")],
+        ),
+        (
+            "evaluate (paper Tables 1-3 + suite; random-weight Inception: not comparable to the paper)",
+            [*bundle_run, "configs/evaluate.json", "--tumor_real", str(root / "cubes" / "tumor" / "images")]
+            + ["--tumor_synthetic_dir", str(root / "samples" / "tumor")]
+            + ["--pancreas_real", str(root / "cubes" / "pancreas" / "images")]
+            + ["--pancreas_synthetic_dir", str(root / "samples" / "pancreas")]
+            + ["--blend_reference", str(root / "classifier" / "real_cubes" / "pdac" / "images")]
+            + ["--blend_dir", str(root / "blended"), "--output_dir", str(root / "eval")]
+            + ["--allow_random_weights", "true"],
+        ),
+    ]
     for i, (what, args) in enumerate(steps):
-        seconds = run_bundle_command(bundle, args, logs / f"{i:02d}_{what.split()[0]}_{i}.log")
+        seconds = run_bundle_command(bundle, args, logs / f"{i:02d}_{what.split()[0]}.log")
         _log(f"{bundle}: {what}: {seconds:.0f} s")
-    _log(f"{bundle}: cubes {root / 'cubes'}, samples and previews {root / 'samples'}, logs {logs}")
+    _log(f"{bundle}: cubes {root / 'cubes'}, samples and previews {root / 'samples'}, blends {root / 'blended'}")
+    _log(f"{bundle}: tables {root / 'eval'} (table1.md, table2.md, table3.md), logs {logs}")
 
 
 BUNDLE_DEMOS = {"pancreas_ct_3dgaunet": demo_pancreas_ct_3dgaunet}
