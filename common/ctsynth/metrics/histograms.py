@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+
+from ctsynth.transforms.crops import body_mask  # one body-mask rule for crops and histograms
 
 __all__ = [
     "HU_BANDS",
@@ -57,21 +58,6 @@ def histogram_bin_edges(hu_range: tuple[float, float] = (-1024.0, 2000.0), bin_w
     if high <= low or bin_width <= 0 or abs(n - round(n)) > 1e-9:
         raise ValueError(f"hu_range {hu_range} must be a positive whole number of bins of width {bin_width}.")
     return low + bin_width * np.arange(round(n) + 1, dtype=np.float64)
-
-
-def body_mask(volume_hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """Body mask: voxels above ``threshold`` HU, largest 26-connected component, 3D holes filled (lungs, bowel gas).
-
-    Returns:
-        Boolean array of the volume's shape (all False when nothing exceeds the threshold).
-    """
-    fg = np.asarray(volume_hu) > threshold
-    labels, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return fg
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
 def hu_histogram(volume_hu: np.ndarray, edges: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:

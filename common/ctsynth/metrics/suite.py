@@ -689,7 +689,9 @@ class EvaluationSuite:
             "peak = HU of the largest bin inside each band",
             "bins": {"range_hu": [float(edges[0]), float(edges[-1])], "width_hu": float(edges[1] - edges[0])},
             "bands_hu": HU_BANDS,
-            "mask": "body mask (HU > -500, largest component, holes filled)" if self.hist_body_mask else None,
+            "mask": "ctsynth.transforms.body_mask (HU > -500, holes filled per slice, largest component)"
+            if self.hist_body_mask
+            else None,
             "reproduces": "LDM thesis histograms (visual there; numbers are our addition)",
         }
         res = {
