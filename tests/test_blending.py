@@ -519,6 +519,9 @@ def test_blend_folders_errors_name_the_files_and_write_nothing(tmp_path, rng):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: no NIfTI files"):
         list_nifti(tmp_path / "empty")
+    (tmp_path / "empty" / "._case_0.nii.gz").write_bytes(b"\x00macos resource fork")
+    with pytest.raises(ValueError, match=r"empty: no NIfTI files"):  # hidden files are not volumes
+        list_nifti(tmp_path / "empty")
     _write_cubes(tmp_path / "coarse", [ball(size=16, radius=5, value=0.3)], spacing=2.0)
     with pytest.raises(ValueError, match=r"case_0.nii.gz: voxel spacings differ"):
         blend_folders(tmp_path / "coarse", tmp_path / "tissue", out, input_in_hu=False, hu_window=None)

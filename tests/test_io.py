@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctsynth.data.io import load_volume, save_volume, spacing_from_affine
+from ctsynth.data.io import is_nifti_file, load_volume, nifti_stem, save_volume, spacing_from_affine
 
 
 def test_roundtrip_keeps_values_affine_and_dtype(tmp_path):
@@ -27,3 +27,16 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not a nifti at all")
     with pytest.raises(ValueError, match="corrupt.nii.gz: cannot be read as NIfTI"):
         load_volume(bad)
+
+
+def test_nifti_file_predicate_and_stem(tmp_path):
+    for name in ("a.nii.gz", "b.nii", "._a.nii.gz", "c.txt", "d.nii.gz.bak"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir.nii").mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir() if is_nifti_file(p)) == ["a.nii.gz", "b.nii"]
+    assert [nifti_stem(n) for n in ("a.nii.gz", "b.nii", "dir/case_0000.nii.gz", "c.txt")] == [
+        "a",
+        "b",
+        "case_0000",
+        "c",
+    ]

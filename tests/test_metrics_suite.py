@@ -71,6 +71,12 @@ def test_list_volumes(sets):
         list_volumes(sets / "empty")
 
 
+def test_list_volumes_skips_hidden_resource_forks(tmp_path):
+    save_volume(np.zeros((4, 4, 4), np.float32), AFFINE, tmp_path / "sample_0.nii.gz")
+    (tmp_path / "._sample_0.nii.gz").write_bytes(b"\x00macos resource fork")  # unreadable: would fail the suite
+    assert [p.name for p in list_volumes(tmp_path)] == ["sample_0.nii.gz"]
+
+
 @pytest.mark.slow
 def test_evaluate_default_suite(sets):
     out = sets / "out_default"

@@ -17,7 +17,7 @@ from ctsynth.blending.placement import prepare_inputs
 from ctsynth.blending.poisson import blend_poisson
 from ctsynth.blending.result import BlendResult, to_label_map
 from ctsynth.blending.style import blend_style_refined
-from ctsynth.data.io import load_volume, save_volume, spacing_from_affine
+from ctsynth.data.io import is_nifti_file, load_volume, nifti_stem, save_volume, spacing_from_affine
 
 __all__ = ["BLEND_METHODS", "blend_folders", "blend_tumor", "list_nifti"]
 
@@ -60,7 +60,7 @@ def blend_tumor(tumor: Any, tissue: Any, method: str = "style", **kwargs: Any) -
 
 
 def list_nifti(folder: str | os.PathLike) -> list[Path]:
-    """Sorted ``*.nii`` / ``*.nii.gz`` files of a folder.
+    """Sorted ``*.nii`` / ``*.nii.gz`` files of a folder (hidden files skipped: :func:`~ctsynth.data.io.is_nifti_file`).
 
     Raises:
         FileNotFoundError: when the folder does not exist.
@@ -69,14 +69,10 @@ def list_nifti(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".nii", ".nii.gz")))
+    files = sorted(p for p in folder.iterdir() if is_nifti_file(p))
     if not files:
         raise ValueError(f"{folder}: no NIfTI files (*.nii, *.nii.gz)")
     return files
-
-
-def _stem(path: Path) -> str:
-    return path.name.removesuffix(".gz").removesuffix(".nii")
 
 
 def blend_folders(
@@ -178,7 +174,9 @@ def blend_folders(
                 "seed": seed + i,
             }
         )
-        logger.info("blended %s into %s -> %s (%d/%d)", _stem(tumor_path), _stem(tissue_path), image_path, i + 1, n)
+        logger.info(
+            "blended %s into %s -> %s (%d/%d)", nifti_stem(tumor_path), nifti_stem(tissue_path), image_path, i + 1, n
+        )
     options = {k: v if isinstance(v, int | float | str | bool | None) else repr(v) for k, v in kwargs.items()}
     info = {"method": method, "hu_window": None if hu_window is None else list(hu_window), "options": options}
     (out_dir / "blend_manifest.json").write_text(json.dumps({**info, "pairs": manifest}, indent=2))

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from ctsynth.data.io import is_nifti_file, nifti_stem
+
 __all__ = ["datalist_split", "find_cases", "load_datalist", "make_datalist", "split_cases"]
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MSD_JSON = "dataset.json"
 DATALIST_JSON = "datalist.json"
 #: Channel suffix of nnU-Net style image names (``case_0000.nii.gz`` for the label ``case.nii.gz``).
@@ -38,18 +39,6 @@ CHANNEL_SUFFIX = "_0000"
 LIST_KEYS = ("training", "validation", "testing", "test")
 #: MSD ``dataset.json`` keys carried over to the datalist.
 CARRIED_KEYS = ("description", "labels", "modality", "reference", "licence", "tensorImageSize")
-
-
-def _is_nifti(path: Path) -> bool:
-    # hidden files are skipped: the MSD archives hold macOS "._pancreas_001.nii.gz" resource forks
-    return path.is_file() and path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".")
-
-
-def _stem(path: Path) -> str:
-    for suffix in NIFTI_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
 
 
 def _missing_message(missing: Sequence[Path], where: Path) -> str:
@@ -83,15 +72,15 @@ def _cases_from_msd_json(json_path: Path) -> tuple[list[dict[str, Path]], dict[s
 
 
 def _cases_from_folders(images_dir: Path, labels_dir: Path | None) -> list[dict[str, Path]]:
-    images = sorted(p for p in images_dir.iterdir() if _is_nifti(p))
+    images = sorted(p for p in images_dir.iterdir() if is_nifti_file(p))
     if not images:
         raise FileNotFoundError(f"{images_dir}: no images found (no .nii or .nii.gz files)")
     if labels_dir is None:
         return [{"image": p} for p in images]
-    labels = {p.name: p for p in labels_dir.iterdir() if _is_nifti(p)}
+    labels = {p.name: p for p in labels_dir.iterdir() if is_nifti_file(p)}
     cases, unmatched = [], []
     for image in images:
-        stem = _stem(image)
+        stem = nifti_stem(image)
         names = [image.name]
         if stem.endswith(CHANNEL_SUFFIX):
             names.append(stem[: -len(CHANNEL_SUFFIX)] + image.name[len(stem) :])

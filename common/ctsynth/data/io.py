@@ -9,6 +9,29 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+__all__ = ["NIFTI_SUFFIXES", "is_nifti_file", "load_volume", "nifti_stem", "save_volume", "spacing_from_affine"]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def is_nifti_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular, non-hidden ``.nii`` / ``.nii.gz`` file.
+
+    Hidden files are not volumes: the MSD archives hold macOS ``._pancreas_001.nii.gz`` resource forks next to the
+    real files, and reading one fails.
+    """
+    path = Path(path)
+    return path.is_file() and path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".")
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """File name without its ``.nii.gz`` / ``.nii`` suffix (``Path.stem`` for other names)."""
+    path = Path(path)
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
 
 def load_volume(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI volume.

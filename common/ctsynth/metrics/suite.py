@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ctsynth.data.io import load_volume, spacing_from_affine
+from ctsynth.data.io import is_nifti_file, load_volume, nifti_stem, spacing_from_affine
 from ctsynth.metrics.histograms import (
     HU_BANDS,
     band_peaks,
@@ -81,15 +81,10 @@ PRETRAINED = {"medicalnet3d", "radimagenet25d", "inception2d"}
 VOLUME_FEATURE_METRICS = {"mmd_gaussian", "prdc", "memorisation", "is"}
 # file names excluded from image folders: label maps written next to the images.
 DEFAULT_EXCLUDE_PATTERN = r"(^|[_.-])(label|labels|mask|masks|seg)([_.-]|$)"
-_NIFTI = re.compile(r"\.nii(\.gz)?$")
-
-
-def _stem(path: Path) -> str:
-    return _NIFTI.sub("", path.name)
 
 
 def list_volumes(source: str | os.PathLike, exclude_pattern: str | None = DEFAULT_EXCLUDE_PATTERN) -> list[Path]:
-    """NIfTI files of a folder (sorted, label-like names excluded), or the image entries of a datalist JSON.
+    """NIfTI files of a folder (sorted; hidden and label-like names excluded), or the image entries of a datalist JSON.
 
     Args:
         source: a folder of ``.nii``/``.nii.gz`` files; a datalist / MSD ``dataset.json`` file; or a folder holding
@@ -104,9 +99,9 @@ def list_volumes(source: str | os.PathLike, exclude_pattern: str | None = DEFAUL
     if not src.exists():
         raise FileNotFoundError(f"{src}: not found")
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.is_file() and _NIFTI.search(p.name))
+        files = sorted(p for p in src.iterdir() if is_nifti_file(p))
         if exclude_pattern:
-            files = [p for p in files if not re.search(exclude_pattern, _stem(p), flags=re.IGNORECASE)]
+            files = [p for p in files if not re.search(exclude_pattern, nifti_stem(p), flags=re.IGNORECASE)]
         if files:
             return files
         if not any((src / n).is_file() for n in ("datalist.json", "dataset.json")):
@@ -129,7 +124,7 @@ def _datalist_entries(path: Path) -> list[dict[str, Any]]:
 
 
 def _datalist_labels(source: Path) -> list[Path] | None:
-    if source.is_dir() and any(_NIFTI.search(p.name) for p in source.iterdir()):
+    if source.is_dir() and any(is_nifti_file(p) for p in source.iterdir()):
         return None
     labels = [Path(e["label"]) for e in _datalist_entries(source) if e.get("label")]
     return labels or None
@@ -787,12 +782,12 @@ class EvaluationSuite:
         res["label_volumes"] = compare_label_volumes(vols["real"], vols["synthetic"], label_list)
         res["synthetic_empty_fraction"] = float(np.mean([all(v == 0 for v in d.values()) for d in vols["synthetic"]]))
         if "reference" in mask_sets:
-            refs = {_stem(p): p for p in mask_sets["reference"]}
+            refs = {nifti_stem(p): p for p in mask_sets["reference"]}
             paired = []
             for f, m, spacing in loaded["synthetic"]:
-                if _stem(f) not in refs:
+                if nifti_stem(f) not in refs:
                     continue
-                ref, _ = load_volume(refs[_stem(f)])
+                ref, _ = load_volume(refs[nifti_stem(f)])
                 scores = paired_mask_scores(m, np.asarray(ref).astype(np.int64), label_list, spacing)
                 paired.append(scores)
                 rows.append(
