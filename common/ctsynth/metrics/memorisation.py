@@ -23,14 +23,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ctsynth.metrics.distances import pairwise_distances
+
 __all__ = ["feature_nearest_neighbours", "leave_one_out_nn_distances", "max_ncc_blockwise", "memorisation_audit"]
 
 VolumeLoader = Callable[[np.ndarray], np.ndarray]
-
-
-def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return d2.clamp_min_(0.0).sqrt_()
 
 
 def feature_nearest_neighbours(
@@ -45,7 +42,7 @@ def feature_nearest_neighbours(
     t = torch.as_tensor(np.asarray(training), dtype=torch.float64)
     if s.shape[1:] != t.shape[1:]:
         raise ValueError(f"feature sizes differ: synthetic {tuple(s.shape[1:])} vs training {tuple(t.shape[1:])}.")
-    d = _distances(s.reshape(len(s), -1), t.reshape(len(t), -1))
+    d = pairwise_distances(s.reshape(len(s), -1), t.reshape(len(t), -1))
     dist, idx = d.min(dim=1)
     return dist.numpy(), idx.numpy()
 
@@ -59,7 +56,7 @@ def leave_one_out_nn_distances(training: np.ndarray | torch.Tensor) -> np.ndarra
     t = torch.as_tensor(np.asarray(training), dtype=torch.float64)
     if t.shape[0] < 2:
         raise ValueError(f"leave-one-out distances need at least two training samples, got {t.shape[0]}.")
-    d = _distances(t.reshape(len(t), -1), t.reshape(len(t), -1))
+    d = pairwise_distances(t.reshape(len(t), -1), t.reshape(len(t), -1))
     d.fill_diagonal_(float("inf"))
     return d.min(dim=1).values.numpy()
 

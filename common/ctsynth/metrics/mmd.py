@@ -24,6 +24,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ctsynth.metrics.distances import pairwise_squared_distances
+
 __all__ = [
     "LinearMMDAccumulator",
     "gaussian_mmd",
@@ -118,12 +120,6 @@ def linear_mmd(real: np.ndarray | torch.Tensor, synthetic: np.ndarray | torch.Te
     return acc.compute()
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # torch.cdist's matmul path loses precision for near-identical points; clamp tiny negatives from rounding.
-    d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return d2.clamp_min_(0.0)
-
-
 def median_heuristic_bandwidth(real: np.ndarray | torch.Tensor, synthetic: np.ndarray | torch.Tensor) -> float:
     """Median of the pairwise Euclidean distances over the pooled sample (pairs ``i < j``).
 
@@ -135,7 +131,7 @@ def median_heuristic_bandwidth(real: np.ndarray | torch.Tensor, synthetic: np.nd
         The bandwidth ``sigma`` of ``k(a, b) = exp(-||a - b||^2 / (2 sigma^2))``.
     """
     z = torch.from_numpy(np.concatenate([_as_2d_float64(real, "real"), _as_2d_float64(synthetic, "synthetic")]))
-    d2 = _squared_distances(z, z)
+    d2 = pairwise_squared_distances(z, z)
     iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1)
     # np.median averages the two middle distances of an even count (torch.median would return the lower one).
     return float(np.median(np.sqrt(d2[iu[0], iu[1]].numpy())))
@@ -178,9 +174,9 @@ def gaussian_mmd(
         raise ValueError(f"bandwidth must be positive, got {sigma} (all features identical?).")
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     gamma = 1.0 / (2.0 * sigma**2)
-    kxx = torch.exp(-gamma * _squared_distances(xt, xt))
-    kyy = torch.exp(-gamma * _squared_distances(yt, yt))
-    kxy = torch.exp(-gamma * _squared_distances(xt, yt))
+    kxx = torch.exp(-gamma * pairwise_squared_distances(xt, xt))
+    kyy = torch.exp(-gamma * pairwise_squared_distances(yt, yt))
+    kxy = torch.exp(-gamma * pairwise_squared_distances(xt, yt))
     if unbiased:
         term_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
         term_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))

@@ -18,12 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ctsynth.metrics.distances import pairwise_distances
+
 __all__ = ["knn_radii", "prdc"]
-
-
-def _pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return d2.clamp_min_(0.0).sqrt_()
 
 
 def knn_radii(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
@@ -35,7 +32,7 @@ def knn_radii(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
     f = torch.as_tensor(np.asarray(features), dtype=torch.float64)
     if f.shape[0] <= k:
         raise ValueError(f"k={k} nearest neighbours need more than {k} samples, got {f.shape[0]}.")
-    d = _pairwise(f, f)
+    d = pairwise_distances(f, f)
     # index 0 of the sorted row is the point itself (distance 0), so the k-th neighbour is at index k.
     return torch.sort(d, dim=1).values[:, k].numpy()
 
@@ -60,7 +57,7 @@ def prdc(real: np.ndarray | torch.Tensor, synthetic: np.ndarray | torch.Tensor, 
         raise ValueError(f"feature sizes differ: real {x.shape[1]} vs synthetic {y.shape[1]}.")
     r_real = torch.from_numpy(knn_radii(x, k))
     r_syn = torch.from_numpy(knn_radii(y, k))
-    d = _pairwise(x, y)  # (m, n)
+    d = pairwise_distances(x, y)  # (m, n)
     in_real_ball = d < r_real[:, None]
     return {
         "precision": float(in_real_ball.any(dim=0).double().mean()),
