@@ -34,6 +34,16 @@ def test_body_mask_fills_gas_and_drops_table(rng):
     np.testing.assert_array_equal(mask, body)
 
 
+def test_body_mask_components_are_face_connected():
+    # docs: "largest 6-connected (face) component": a bigger block touching the kept one only at a corner is separate
+    img = np.full((12, 12, 12), -1000.0, dtype=np.float32)
+    img[0:3, 0:3, 0:3] = 40.0  # 27 voxels
+    img[3:5, 3:5, 3:5] = 40.0  # 8 voxels, corner contact only
+    img[6:10, 6:10, 6:10] = 40.0  # 64 voxels, corner contact with the 8-voxel block only
+    mask = body_mask(img, fill_holes=False)
+    assert int(mask.sum()) == 64 and mask[7, 7, 7]
+
+
 def _brute_square(mask: np.ndarray) -> int:
     best = 0
     for i, j in itertools.product(range(mask.shape[0]), range(mask.shape[1])):

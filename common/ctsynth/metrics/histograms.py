@@ -5,8 +5,9 @@ Protocol (the thesis compares histograms visually only; everything numeric here 
 * Fixed bins of ``bin_width`` HU (default 8) over ``hu_range`` (default ``[-1024, 2000]``, 378 bins). Voxels outside
   the range (e.g. ``-2048`` / ``-3024`` outside the scanner's field of view, metal above 2000) are not counted; the
   fraction dropped is reported per volume. Histograms are computed on the volume's own grid (before any resizing).
-* Optional mask: only voxels inside a mask are counted -- a body mask (:func:`body_mask`: ``HU > -500``, largest
-  connected component, holes filled), which removes the air around the patient that dominates the ``-1000`` peak.
+* Optional mask: only voxels inside a mask are counted -- a body mask (:func:`body_mask`: ``HU > -500``, holes filled
+  per axial slice, largest face-connected component), which removes the air around the patient that dominates the
+  ``-1000`` peak.
 * Each histogram is normalised to a probability mass over bins. The real reference is the mean of the real volumes'
   normalised histograms (the thesis: the average histogram of 4 real scans); each synthetic volume is compared with it.
 * Distances: Wasserstein-1 in HU with each bin's mass placed at its centre (equal to
