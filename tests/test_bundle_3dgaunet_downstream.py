@@ -533,10 +533,56 @@ def test_evaluate_without_inception_weights_fails_clearly(ev, tmp_path):
     assert not (tmp_path / "out" / "table1.md").exists()
 
 
-def test_table_values_keep_significant_digits_below_one():
-    from scripts.evaluation import format_value
-
+def test_table_values_keep_significant_digits_below_one(ev):
+    format_value = ev.format_value
     assert format_value(271.314) == "271.31"
     assert format_value(0.0012345) == "0.00123"
     assert format_value(0.0) == "0.00"
     assert format_value(None) == "n/a"
+
+
+def test_table_cells_keep_the_column_decimals(ev):
+    # 0.67 in a 3-decimal comparison column reads 0.670 like its neighbours; 2-decimal paper cells stay as printed
+    assert ev.format_value(0.67, digits=3) == "0.670"
+    assert ev.format_value(0.86) == "0.86"
+    assert ev.format_value(0.05, digits=3) == "0.050"
+    assert ev.format_value(0.05) == "0.0500"  # below 0.1 with 2 decimals: 3 significant digits
+
+
+def _fake_report(random_extractors: list[str]) -> dict:
+    feats = {"fid2d_slices": "inception2d", "f3d": "f3d"}
+    metrics = {
+        m: {"value": 1.0, "protocol": {"features": feats.get(m)}}
+        for m in ("fid2d_slices", "psnr", "f3d", "mmd_linear", "msssim")
+    }
+    return {
+        "random_weights_used": bool(random_extractors),
+        "random_weights_notes": {e: "random weights" for e in random_extractors},
+        "metrics": metrics,
+    }
+
+
+def test_paper_tables_carry_only_their_own_notes(ev, tmp_path, monkeypatch):
+    """Table 2 (F3D's network is untrained by design) is not flagged by random Inception weights, and the notes of
+    skipped GAN sets / blends go only to the tables they concern."""
+    (tmp_path / "syn").mkdir()
+    (tmp_path / "blend3").mkdir()
+    evaluation = ev.PaperEvaluation(
+        sets=[
+            {"tissue": "tumor", "model": "3DGAUNet", "real": "r", "synthetic": str(tmp_path / "syn")},
+            {"tissue": "tumor", "model": "3D-GAN", "real": "r", "synthetic": str(tmp_path / "no_gan")},
+        ],
+        out=tmp_path / "out",
+        blend_sets={"Blend I": str(tmp_path / "no_blend"), "Blend III": str(tmp_path / "blend3")},
+        blend_reference="ref",
+    )
+    monkeypatch.setattr(evaluation, "_evaluate", lambda real, syn, out, metrics: _fake_report(["inception2d"]))
+    md = {k: Path(v).read_text() for k, v in evaluation.run().items()}
+    assert "random weights" in md["table1"] and "random weights" in md["table3"]
+    assert "random weights" not in md["table2"]
+    assert "no synthetic set" in md["table1"] and "no synthetic set" in md["table2"]
+    assert "no synthetic set" not in md["table3"] and "no blended set" in md["table3"]
+    assert "no blended set" not in md["table1"] + md["table2"]
+    monkeypatch.setattr(evaluation, "_evaluate", lambda real, syn, out, metrics: _fake_report(["f3d"]))
+    md = {k: Path(v).read_text() for k, v in evaluation.run().items()}
+    assert "random weights" in md["table2"] and "random weights" not in md["table1"] + md["table3"]

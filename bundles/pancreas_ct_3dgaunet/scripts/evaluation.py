@@ -65,16 +65,18 @@ PAPER_TABLE3: dict[str, dict[str, float]] = {
 
 
 def format_value(value: Any, digits: int = 2) -> str:
-    """Number with ``digits`` decimals (3 significant digits below 1, so small values such as an untrained network's
-    F3D do not print as 0.00); ``None``/NaN as ``n/a``; other values as ``str``."""
+    """Number with ``digits`` decimals, or 3 significant digits when ``digits`` decimals would show fewer than two
+    (so small values such as an untrained network's F3D do not print as 0.00, while 0.67 with 3 decimals stays
+    0.670 like the other cells of its column); ``None``/NaN as ``n/a``; other values as ``str``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int | float):
-        if value != 0 and abs(float(value)) < 1:
-            return f"{float(value):.3g}"
-        return f"{float(value):.{digits}f}"
+        v = float(value)
+        if v != 0 and abs(v) < 10.0 ** (1 - digits):
+            return f"{v:#.3g}"
+        return f"{v:.{digits}f}"
     return str(value)
 
 
@@ -156,6 +158,13 @@ PAPER_SOURCE = "paper (Shi et al. 2023)"
 PAPER_NOTE = "Rows marked 'paper' are the published values of 3DGAUnet (Shi et al. 2023), copied, not computed here."
 # the paper's Tables 1-2 metrics; the rest of the ctsynth suite is added by default (configs/evaluate.json)
 PAPER_METRICS = ("fid2d_slices", "psnr", "f3d", "mmd_linear", "msssim")
+TABLE1_METRICS = ("fid2d_slices", "psnr")
+TABLE2_METRICS = ("f3d", "mmd_linear", "msssim")
+TABLE3_METRICS = ("fid2d_slices",)
+RANDOM_WEIGHTS_NOTE = (
+    "random weights: a feature network of this table's metrics ran without pretrained weights "
+    "(allow_random_weights); those numbers are not comparable to published ones."
+)
 
 
 def _metric(results: Mapping[str, Any], name: str, *path: str) -> Any:
@@ -263,31 +272,40 @@ class PaperEvaluation:
         return json.loads(Path(path).read_text())
 
     def run(self) -> dict[str, Path]:
-        """Run the suite for every available set and write the three tables; returns ``{table name: md path}``."""
-        notes = [PAPER_NOTE]
+        """Run the suite for every available set and write the three tables; returns ``{table name: md path}``.
+
+        Each table gets only its own notes: skipped sets (Tables 1-2) or skipped blends (Table 3), and the
+        random-weights warning only when a feature network feeding one of *its* metrics ran without pretrained
+        weights (F3D's network is untrained by design and never counts).
+        """
+        set_notes: list[str] = []
+        blend_notes: list[str] = []
         rows1, rows2, rows3, flags = [], [], [], {}
+        random_in = {"table1": False, "table2": False, "table3": False}
         for s in self.sets:
             tissue, model = str(s["tissue"]).lower(), _canonical_model(str(s["model"]))
             if s["synthetic"] is None or not Path(s["synthetic"]).exists():
-                notes.append(f"{tissue} / {model}: no synthetic set at {s['synthetic']}, row skipped.")
+                set_notes.append(f"{tissue} / {model}: no synthetic set at {s['synthetic']}, row skipped.")
                 continue
             report = self._evaluate(s["real"], s["synthetic"], self.out / f"{tissue}_{model}", self.metrics)
             flags[f"{tissue}_{model}"] = report.get("random_weights_used", False)
+            random_in["table1"] |= _uses_random_weights(report, TABLE1_METRICS)
+            random_in["table2"] |= _uses_random_weights(report, TABLE2_METRICS)
             rows1.append(table1_row(tissue, model, report["metrics"]))
             rows2.append(table2_row(tissue, model, report["metrics"]))
         for method, folder in self.blend_sets.items():
             if folder is None or not Path(folder).exists():
-                notes.append(f"{method}: no blended set at {folder}, row skipped.")
+                blend_notes.append(f"{method}: no blended set at {folder}, row skipped.")
                 continue
             slug = method.lower().replace(" ", "_")
             report = self._evaluate(self.blend_reference, folder, self.out / slug, self.blend_metrics)
             flags[slug] = report.get("random_weights_used", False)
+            random_in["table3"] |= _uses_random_weights(report, TABLE3_METRICS)
             rows3.append(table3_row(method, report["metrics"]))
-        if any(flags.values()):
-            notes.append(
-                "random weights: some feature networks ran without pretrained weights "
-                "(allow_random_weights); those numbers are not comparable to published ones."
-            )
+
+        def _notes(table: str, skipped: list[str]) -> list[str]:
+            return [PAPER_NOTE, *skipped] + ([RANDOM_WEIGHTS_NOTE] if random_in[table] else [])
+
         extra = {"random_weights_used": flags, "suite_kwargs": {k: str(v) for k, v in self.suite_kwargs.items()}}
         paper1 = _paper_rows(PAPER_TABLE1, ("Tissue", "Model"))
         paper2 = _paper_rows(PAPER_TABLE2, ("Tissue", "Model"))
@@ -295,18 +313,33 @@ class PaperEvaluation:
         written = {
             "table1": write_table(
                 _interleave(rows1, paper1, ("Tissue", "Model")), TABLE1_COLUMNS, self.out, "table1",
-                title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)", notes=notes, extra=extra,
+                title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)",
+                notes=_notes("table1", set_notes), extra=extra,
             )["md"],
             "table2": write_table(
                 _interleave(rows2, paper2, ("Tissue", "Model")), TABLE2_COLUMNS, self.out, "table2",
-                title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)", notes=notes, extra=extra,
+                title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)", notes=_notes("table2", set_notes), extra=extra,
             )["md"],
             "table3": write_table(
                 _interleave(rows3, paper3, ("Blending Methods",)), TABLE3_COLUMNS, self.out, "table3",
-                title="Table 3: slice-wise FID of the blending methods", notes=notes, extra=extra,
+                title="Table 3: slice-wise FID of the blending methods", notes=_notes("table3", blend_notes),
+                extra=extra,
             )["md"],
         }  # fmt: skip
         return written
+
+
+def _uses_random_weights(report: Mapping[str, Any], metrics: Sequence[str]) -> bool:
+    """Whether one of ``metrics`` of a suite report was computed on features of a randomly initialised network
+    that should have had pretrained weights (the suite lists those extractors in ``random_weights_notes``)."""
+    random_extractors = set(report.get("random_weights_notes") or {})
+    if not random_extractors:
+        return False
+    for name in metrics:
+        features = _metric(report.get("metrics", {}), name, "protocol", "features")
+        if features in random_extractors:
+            return True
+    return False
 
 
 def _interleave(
