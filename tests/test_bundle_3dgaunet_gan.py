@@ -335,6 +335,45 @@ def test_train_one_epoch_writes_loadable_checkpoint_and_loss_log(train_run):
     assert any((out / "tensorboard").iterdir())
 
 
+def test_train_writes_loss_curves_to_tensorboard(train_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = train_run
+    events = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"g_loss", "d_loss", "d_accuracy", "d_updated"} <= tags
+    assert [e.step for e in acc.Scalars("g_loss")] == [1, 2, 3]  # one point per iteration (6 cubes, batch 2)
+    rows = (out / "losses.csv").read_text().splitlines()
+    epoch_mean = float(rows[1].split(",")[1])
+    assert np.mean([e.value for e in acc.Scalars("g_loss")]) == pytest.approx(epoch_mean, rel=1e-5)
+
+
+def test_train_stats_handler_prints_epoch_losses(gan_scripts, tmp_path, capsys):
+    """train.json's StatsHandler prints the epoch-mean losses (its default prints engine.state.metrics, which a GAN
+    trainer never fills); the printer is built before the StatsHandler, as the config parser does."""
+    from ignite.engine import Engine
+    from monai.bundle import ConfigParser
+    from monai.handlers import StatsHandler
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    stats = next(h for h in parser["train"]["handlers"] if isinstance(h, dict) and h["_target_"] == "StatsHandler")
+    assert "epoch_loss_printer(@train#loss_logger" in stats["epoch_print_logger"]
+    assert parser["train"]["handlers"][0] == "@train#loss_logger"  # sums complete before the StatsHandler prints
+
+    outputs = iter([{"g_loss": 1.0, "d_loss": 0.5}, {"g_loss": 3.0, "d_loss": 1.5}])
+    engine = Engine(lambda e, b: next(outputs))
+    logger = EpochLossLogger(tmp_path / "losses.csv", output_keys=("g_loss", "d_loss"))
+    name = f"test_gan_epoch_print_{os.getpid()}"
+    printer = gan_scripts.gan.epoch_loss_printer(logger, name)
+    logger.attach(engine)
+    StatsHandler(name=name, iteration_log=False, epoch_print_logger=printer).attach(engine)
+    engine.run([0, 1], max_epochs=1)
+    assert "Epoch[1] g_loss: 2.0000 d_loss: 1.0000" in capsys.readouterr().out
+
+
 def test_train_resumes_from_latest_checkpoint(train_run, caplog):
     out, overrides = train_run
     first_row = (out / "losses.csv").read_text().splitlines()[1]

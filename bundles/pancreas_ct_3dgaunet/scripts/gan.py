@@ -9,6 +9,7 @@ the usual practice since ``log(1 - D(G(z)))`` has vanishing gradients early in t
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,8 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from ctsynth.engines.gan import AccuracyGate, make_gaussian_latent
+from ctsynth.engines.loss_log import EpochLossLogger
 
-__all__ = ["discriminator_loss", "generator_loss", "latent_maker", "prepare_reals", "make_d_update_gate"]
+__all__ = [
+    "discriminator_loss",
+    "generator_loss",
+    "latent_maker",
+    "prepare_reals",
+    "make_d_update_gate",
+    "epoch_loss_printer",
+]
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -106,3 +115,29 @@ def make_d_update_gate(accuracy_threshold: float | None) -> AccuracyGate | None:
         An :class:`~ctsynth.engines.AccuracyGate` or None.
     """
     return None if accuracy_threshold is None else AccuracyGate(float(accuracy_threshold))
+
+
+def epoch_loss_printer(loss_logger: EpochLossLogger, name: str = "train_log") -> Callable[[Any], None]:
+    """``epoch_print_logger`` of a MONAI ``StatsHandler`` that logs the epoch means of the GAN losses.
+
+    ``StatsHandler``'s default epoch print shows ``engine.state.metrics``, which a GAN trainer never fills, so the
+    console would show no loss at all; this prints the means that ``loss_logger`` (the handler writing
+    ``losses.csv``) has accumulated over the epoch.
+
+    Args:
+        loss_logger: the :class:`~ctsynth.engines.EpochLossLogger` attached to the same trainer (before the
+            ``StatsHandler``, so its epoch sums are complete when this runs).
+        name: logger name (the ``StatsHandler``'s ``name``).
+
+    Returns:
+        A callable ``f(engine)`` logging ``Epoch[n] g_loss: ... d_loss: ...`` at INFO level.
+    """
+
+    def _print(engine: Any) -> None:
+        # looked up at call time: creating the logger before StatsHandler does would make MONAI's get_logger skip
+        # its stdout handler (it adds one only to new loggers) while still turning propagation off
+        means = loss_logger.epoch_means()
+        values = " ".join(f"{k}: {v:.4f}" for k, v in means.items())
+        logging.getLogger(name).info("Epoch[%d] %s", engine.state.epoch, values)
+
+    return _print
