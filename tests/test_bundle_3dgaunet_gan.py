@@ -359,9 +359,13 @@ def test_train_stats_handler_prints_epoch_losses(gan_scripts, tmp_path, capsys):
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
+    parser["output_dir"] = str(tmp_path / "run")
     stats = next(h for h in parser["train"]["handlers"] if isinstance(h, dict) and h["_target_"] == "StatsHandler")
-    assert "epoch_loss_printer(@train#loss_logger" in stats["epoch_print_logger"]
-    assert parser["train"]["handlers"][0] == "@train#loss_logger"  # sums complete before the StatsHandler prints
+    assert "epoch_loss_printer(@train#handlers#0" in stats["epoch_print_logger"]
+    handlers = parser.get_parsed_content("train#handlers", instantiate=True)
+    # the printer reads the very EpochLossLogger that writes losses.csv, attached before it (epoch sums complete)
+    assert isinstance(handlers[0], EpochLossLogger)
+    assert handlers[1].epoch_print_logger.__closure__[0].cell_contents is handlers[0]
 
     outputs = iter([{"g_loss": 1.0, "d_loss": 0.5}, {"g_loss": 3.0, "d_loss": 1.5}])
     engine = Engine(lambda e, b: next(outputs))
