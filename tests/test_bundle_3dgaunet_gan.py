@@ -228,6 +228,23 @@ def test_prepare_rejects_missing_or_unlabelled_dataset(gan_scripts, tmp_path):
         gan_scripts.prepare.find_labelled_cases(tmp_path / "ds")
 
 
+def test_cube_datalist_missing_names_the_file_and_the_fix(gan_scripts, tmp_path):
+    load = gan_scripts.prepare.load_cube_datalist
+    with pytest.raises(
+        FileNotFoundError, match=f"{tmp_path / 'cubes'}/datalist.json: cube datalist not found.*prepare_data"
+    ):
+        load(tmp_path / "cubes" / "datalist.json")
+    (tmp_path / "cubes" / "images").mkdir(parents=True)
+    save_volume(np.zeros((4, 4, 4), np.float32), np.eye(4), tmp_path / "cubes" / "images" / "a.nii.gz")
+    items = [{"image": "images/a.nii.gz", "label": "labels/a.nii.gz"}, {"image": "images/b.nii.gz"}]
+    (tmp_path / "cubes" / "datalist.json").write_text(json.dumps({"training": items}))
+    with pytest.raises(FileNotFoundError, match=r"1 listed cube\(s\) not found \(e.g. .*images/b.nii.gz\)"):
+        load(tmp_path / "cubes" / "datalist.json")
+    items.pop()
+    (tmp_path / "cubes" / "datalist.json").write_text(json.dumps({"training": items}))
+    assert load(tmp_path / "cubes" / "datalist.json")[0]["image"] == str(tmp_path / "cubes" / "images" / "a.nii.gz")
+
+
 def test_load_generator_missing_weights_says_how_to_train(gan_scripts, tmp_path):
     g = gan_scripts.networks.UNetGenerator3D(32, channels=(8, 16, 32))
     with pytest.raises(FileNotFoundError, match="no trained weights at .*model_tumor.pt; train first with"):

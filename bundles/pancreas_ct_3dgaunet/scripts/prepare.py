@@ -24,7 +24,7 @@ from ctsynth.data.io import save_volume
 from ctsynth.transforms.cubes import ExtractPancreasCubed, ExtractTumorCubed
 from scripts.augmentation import OfflineAugmenter
 
-__all__ = ["find_labelled_cases", "prepare_cubes"]
+__all__ = ["find_labelled_cases", "load_cube_datalist", "prepare_cubes"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,38 @@ def find_labelled_cases(dataset_dir: str | os.PathLike, max_cases: int | None = 
         )
     out = [{"image": str(c["image"]), "label": str(c["label"])} for c in cases]
     return out[: int(max_cases)] if max_cases else out
+
+
+def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> list[dict]:
+    """The ``training`` items of a cube datalist written by :func:`prepare_cubes`, with absolute paths.
+
+    Args:
+        datalist_file: ``<cubes>/<kind>/datalist.json``.
+        base_dir: folder the item paths are relative to (default: the datalist's folder).
+
+    Returns:
+        MONAI's :func:`~monai.data.load_decathlon_datalist` items (``{"image": ..., "label": ..., ...}``).
+
+    Raises:
+        FileNotFoundError: when the datalist or one of its cubes is missing; the message names the file and says
+            how to make the cubes.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = Path(datalist_file)
+    hint = (
+        "make the cubes first with `python -m monai.bundle run --config_file configs/prepare_data.json "
+        "--dataset_dir <labelled CT> --output_dir <cubes>`, then pass --dataset_dir <cubes>/tumor or <cubes>/pancreas"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: cube datalist not found; {hint}")
+    items = load_decathlon_datalist(
+        str(path), is_segmentation=False, data_list_key="training", base_dir=str(base_dir or path.parent)
+    )
+    missing = [str(it["image"]) for it in items if not Path(str(it["image"])).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path}: {len(missing)} listed cube(s) not found (e.g. {missing[0]}); {hint}")
+    return items
 
 
 def _has_target(extractor: Callable, label: torch.Tensor) -> bool:
