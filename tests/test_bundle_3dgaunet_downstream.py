@@ -586,3 +586,13 @@ def test_paper_tables_carry_only_their_own_notes(ev, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "_evaluate", lambda real, syn, out, metrics: _fake_report(["f3d"]))
     md = {k: Path(v).read_text() for k, v in evaluation.run().items()}
     assert "random weights" in md["table2"] and "random weights" not in md["table1"] + md["table3"]
+
+
+def test_build_datalist_too_few_cubes_names_the_folder(cv, tmp_path):
+    # 3 PDAC cubes: round(0.2 * 3) = 1 goes to the test set, 2 are left for 3 folds
+    _write_cubes(tmp_path / "pdac", 3, 4, 0, -60.0)
+    _write_cubes(tmp_path / "healthy", 6, 4, 1, 0.0)
+    msg = f"3 real PDAC cube\\(s\\) from {tmp_path / 'pdac'}: 2 left after the 0.2 test split, fewer than n_folds=3"
+    with pytest.raises(ValueError, match=msg):
+        cv.build_classifier_datalist(tmp_path / "pdac", tmp_path / "healthy")
+    assert len(cv.build_classifier_datalist(tmp_path / "pdac", tmp_path / "healthy", n_folds=2)["training"]) == 7

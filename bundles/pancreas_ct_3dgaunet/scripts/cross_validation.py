@@ -221,7 +221,16 @@ def build_classifier_datalist(
         raise ValueError(f"need real cubes of both classes, found {len(real)} in {real_pdac} and {real_healthy}.")
     labels = [y for _, y in real]
     train_idx, test_idx = stratified_train_test_split(labels, test_fraction=test_fraction, seed=seed)
-    folds = stratified_kfold([labels[i] for i in train_idx], n_folds=n_folds, seed=seed)
+    train_labels = [labels[i] for i in train_idx]
+    for cls, name, source in ((1, "PDAC", real_pdac), (0, "healthy", real_healthy)):
+        n_train = sum(y == cls for y in train_labels)
+        if n_train < n_folds:
+            n_all = sum(y == cls for y in labels)
+            raise ValueError(
+                f"{n_all} real {name} cube(s) from {source}: {n_train} left after the {test_fraction:g} test split, "
+                f"fewer than n_folds={n_folds}; add cases (or lower n_folds / test_fraction)."
+            )
+    folds = stratified_kfold(train_labels, n_folds=n_folds, seed=seed)
     synthetic: list[tuple[str, int]] = []
     if synthetic_pdac is not None:
         synthetic += [(f, 1) for f in list_volumes(synthetic_pdac, synthetic_pdac_pattern)]
