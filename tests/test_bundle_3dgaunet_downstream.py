@@ -596,3 +596,16 @@ def test_build_datalist_too_few_cubes_names_the_folder(cv, tmp_path):
     with pytest.raises(ValueError, match=msg):
         cv.build_classifier_datalist(tmp_path / "pdac", tmp_path / "healthy")
     assert len(cv.build_classifier_datalist(tmp_path / "pdac", tmp_path / "healthy", n_folds=2)["training"]) == 7
+
+
+def test_config_ii_without_synthetic_cubes_warns(cv, tmp_path, caplog):
+    _write_cubes(tmp_path / "pdac", 5, 4, 0, -60.0)
+    _write_cubes(tmp_path / "healthy", 7, 4, 1, 0.0)
+    dl = cv.build_classifier_datalist(tmp_path / "pdac", tmp_path / "healthy")
+    caplog.set_level("WARNING", logger=cv.logger.name)
+    run_i, run_ii = cv.select_run_data(dl, "I", 0), cv.select_run_data(dl, "II", 0)
+    assert run_ii["train"] == run_i["train"]
+    assert "Config II fold 0: no synthetic cube added (0 synthetic PDAC, 0 synthetic healthy" in caplog.text
+    caplog.clear()
+    cv.select_run_data(dl, "I", 0)
+    assert "no synthetic cube" not in caplog.text

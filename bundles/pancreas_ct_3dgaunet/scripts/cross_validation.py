@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ import numpy as np
 
 from scripts.classifier import classification_summary, json_safe, save_curve_plots
 from scripts.evaluation import write_table
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PAPER_CLASSIFIER_RESULTS",
@@ -331,6 +334,14 @@ def select_run_data(
         n_pdac_add, n_healthy_add = synthetic_counts_for_balance(
             n_pdac, len(training) - n_pdac, len(syn_pdac), len(syn_healthy), n_synthetic_total
         )
+        if n_pdac_add + n_healthy_add == 0:
+            logger.warning(
+                "Config II fold %s: no synthetic cube added (%d synthetic PDAC, %d synthetic healthy in the datalist), "
+                "so it trains on the same data as Config I; blend and sample first, then re-run make_datalist.",
+                fold,
+                len(syn_pdac),
+                len(syn_healthy),
+            )
         rng = np.random.default_rng(seed)
         added = [syn_pdac[i] for i in sorted(rng.permutation(len(syn_pdac))[:n_pdac_add])]
         added += [syn_healthy[i] for i in sorted(rng.permutation(len(syn_healthy))[:n_healthy_add])]
