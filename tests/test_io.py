@@ -40,3 +40,19 @@ def test_nifti_file_predicate_and_stem(tmp_path):
         "case_0000",
         "c",
     ]
+
+
+def test_atomic_write_keeps_previous_file_when_the_writer_fails(tmp_path):
+    from ctsynth.data.io import atomic_write, write_json_atomic
+
+    path = write_json_atomic({"a": 1}, tmp_path / "d" / "x.json")
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+
+    def failing(tmp: str) -> None:
+        open(tmp, "w").write("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, failing)
+    assert path.read_text() == '{\n  "a": 1\n}\n'  # the previous content survives
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.json"]  # no temporary file left

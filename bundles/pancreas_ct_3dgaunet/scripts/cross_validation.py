@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ctsynth.data.io import write_json_atomic
 from scripts.classifier import classification_summary, json_safe, save_curve_plots
 from scripts.evaluation import write_table
 
@@ -257,10 +258,7 @@ def build_classifier_datalist(
         "synthetic": [{"image": _path(f), "label": y, "source": "synthetic"} for f, y in synthetic],
     }
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{out}.tmp")
-        tmp.write_text(json.dumps(datalist, indent=2))
-        os.replace(tmp, out)
+        write_json_atomic(datalist, out)
     return datalist
 
 

@@ -8,10 +8,8 @@ type (``<output_dir>/<kind>/datalist.json``). Windowing to [0, 1] happens when t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from ctsynth.data.datalist import find_cases
-from ctsynth.data.io import save_volume
+from ctsynth.data.io import save_volume, write_json_atomic
 from ctsynth.transforms.cubes import ExtractPancreasCubed, ExtractTumorCubed
 from scripts.augmentation import OfflineAugmenter
 
@@ -104,14 +102,6 @@ def _affine(cube: torch.Tensor, spacing_mm: float) -> np.ndarray:
     return np.asarray(torch.as_tensor(affine), dtype=np.float64)
 
 
-def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def prepare_cubes(
     cases: list[Mapping[str, str]],
     preprocessing: Callable[[dict], dict],
@@ -175,7 +165,7 @@ def prepare_cubes(
     written = {}
     for kind, items in entries.items():
         path = out_root / kind / "datalist.json"
-        _write_json_atomic(
+        write_json_atomic(
             {"description": f"3DGAUnet {kind} cubes (HU, {spacing_mm} mm)", "cube_kind": kind, "training": items},
             path,
         )

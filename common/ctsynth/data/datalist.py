@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 from monai.data import load_decathlon_datalist
 
-from ctsynth.data.io import is_nifti_file, nifti_stem
+from ctsynth.data.io import is_nifti_file, nifti_stem, write_json_atomic
 
 __all__ = ["datalist_split", "find_cases", "load_datalist", "make_datalist", "split_cases"]
 
@@ -174,19 +173,6 @@ def _relative(path: Path, start: Path) -> str:
         return path.resolve().as_posix()
 
 
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def make_datalist(
     source: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -236,7 +222,7 @@ def make_datalist(
         "training": training,
         "testing": testing,
     }
-    _write_json_atomic(datalist, out_path)
+    write_json_atomic(datalist, out_path)
     logger.info("%s: %d training cases in %d folds, %d test cases", out_path, len(training), n_folds, len(testing))
     return out_path
 

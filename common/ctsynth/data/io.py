@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -61,6 +64,39 @@ def load_volume(path: str | os.PathLike, dtype: np.dtype | type | None = None) -
     return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, which is then renamed.
+
+    A crash during the write leaves either the previous file or no file, never a truncated one. Every writer in
+    ctsynth and the bundles (NIfTI, JSON, CSV, checkpoints) goes through this one function.
+
+    Args:
+        path: destination (parent folders are created).
+        write: callable that writes the whole content to the temporary path it is given.
+        suffix: suffix of the temporary file (some writers choose the format from it, e.g. ``.nii.gz``).
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike, indent: int = 2) -> Path:
+    """Write ``data`` as JSON (with a final newline) through :func:`atomic_write`."""
+    text = json.dumps(data, indent=indent) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_volume(
     array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type | None = None
 ) -> Path:
@@ -76,20 +112,11 @@ def save_volume(
         The written path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(array if dtype is None else array.astype(dtype))
     img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:

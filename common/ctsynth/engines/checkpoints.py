@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ctsynth.data.io import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "list_checkpoints", "find_latest_checkpoint"]
 
@@ -39,18 +40,8 @@ def save_checkpoint(objects: Mapping[str, Any], path: str | os.PathLike) -> Path
     Returns:
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {str(k): _to_state(v) for k, v in objects.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(

@@ -11,13 +11,14 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from ctsynth.data.io import atomic_write
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -149,13 +150,5 @@ class EpochLossLogger:
         for i in np.flatnonzero(keep):
             writer.writerow([int(old["epoch"][i]), *(repr(float(old.get(k, nan)[i])) for k in self.output_keys)])
         writer.writerow([int(epoch), *(repr(float(values[k])) for k in self.output_keys)])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return self.path
+        text = buf.getvalue()
+        return atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, newline=""))

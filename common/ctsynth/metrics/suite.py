@@ -22,7 +22,6 @@ with ``allow_random_weights``; their numbers are then flagged). Exact protocols:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
 import re
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ctsynth.data.io import is_nifti_file, load_volume, nifti_stem, spacing_from_affine
+from ctsynth.data.io import is_nifti_file, load_volume, nifti_stem, spacing_from_affine, write_json_atomic
 from ctsynth.metrics.histograms import (
     HU_BANDS,
     band_peaks,
@@ -515,11 +514,7 @@ class EvaluationSuite:
             "plots": plots,
             "timings_s": timings,
         }
-        path = self.out / "metrics.json"
-        tmp_path = path.with_suffix(".json.tmp")
-        tmp_path.write_text(json.dumps(_jsonable(report), indent=2))
-        os.replace(tmp_path, path)
-        return path
+        return write_json_atomic(_jsonable(report), self.out / "metrics.json")
 
     def _mask_sets(self, metrics: list[str]) -> dict[str, list[Path]] | None:
         if "masks" not in metrics:

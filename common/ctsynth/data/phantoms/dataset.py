@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ctsynth.data.io import save_volume
+from ctsynth.data.io import save_volume, write_json_atomic
 from ctsynth.data.phantoms.abdomen import make_abdomen_phantom
 from ctsynth.data.phantoms.chest import make_chest_phantom
 from ctsynth.data.phantoms.volume import PhantomVolume
@@ -120,9 +118,4 @@ def write_phantom_dataset(
         "training": training,
         "test": [],
     }
-    path = out / "dataset.json"
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dataset, fh, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(dataset, out / "dataset.json")
