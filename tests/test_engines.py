@@ -1,4 +1,4 @@
-"""Tests of ctsynth.engines: seeding, checkpoint I/O, loss log, blow-up detection and the gated GAN trainer."""
+"""Tests of ctsynth.engines: seeding, checkpoint I/O, loss log and blow-up detection (trainer: test_engine_trainer)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
-from torch.utils.data import DataLoader
 
 from ctsynth.engines import (
-    AccuracyGate,
     EpochLossLogger,
-    GatedGanTrainer,
     choose_checkpoint_epoch,
     detect_blowup,
-    discriminator_accuracy,
     find_latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    make_gaussian_latent,
     per_index_seed,
     read_loss_log,
     rolling_median,
@@ -118,23 +113,36 @@ def test_find_latest_checkpoint(tmp_path):
     assert find_latest_checkpoint(tmp_path / "nope") is None
     assert find_latest_checkpoint(tmp_path) is None
     for name in ["checkpoint_epoch=20.pt", "checkpoint_epoch=100.pt", "checkpoint_epoch=40.pt", "model_final.pt"]:
-        (tmp_path / name).write_bytes(b"x")
+        save_checkpoint({"w": {"v": torch.ones(3)}}, tmp_path / name)
     (tmp_path / "checkpoint_epoch=999.pt.tmp").write_bytes(b"x")  # an unfinished write is never picked
     assert find_latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint_epoch=100.pt")
     assert list(list_checkpoints(tmp_path)) == [20, 40, 100]
+
+
+def test_find_latest_checkpoint_skips_a_truncated_newest(tmp_path, caplog):
+    for epoch in (1, 2):
+        save_checkpoint({"w": {"v": torch.full((1000,), float(epoch))}}, tmp_path / f"checkpoint_epoch={epoch}.pt")
+    newest = tmp_path / "checkpoint_epoch=2.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a copy that died half-way
+    with caplog.at_level("WARNING"):
+        assert find_latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint_epoch=1.pt")
+    assert "checkpoint_epoch=2.pt is truncated or corrupt" in caplog.text
+    (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"garbage")
+    assert find_latest_checkpoint(tmp_path) is None
 
 
 # ---------------------------------------------------------------- loss log
 
 
 def _run_logger(tmp_path, epochs, start_epoch=0):
-    """A toy engine whose output g_loss = epoch * 10 + iteration-in-epoch (0,1,2) -> epoch mean = epoch * 10 + 1."""
-    logger = EpochLossLogger(tmp_path / "losses.csv", output_keys=("g_loss", "d_loss"))
+    """A toy engine whose metric g_loss = epoch * 10 + 1 and d_loss = 2 (as GenerativeTrainer's epoch means)."""
+    logger = EpochLossLogger(tmp_path / "losses.csv", keys=("g_loss", "d_loss"))
+    engine = Engine(lambda e, b: b)
 
-    def step(engine, batch):
-        return {"g_loss": engine.state.epoch * 10 + batch, "d_loss": torch.tensor([1.0, 3.0])}
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _metrics(e):
+        e.state.metrics.update(g_loss=e.state.epoch * 10 + 1.0, d_loss=torch.tensor([1.0, 3.0]))
 
-    engine = Engine(step)
     logger.attach(engine)
     if start_epoch:
 
@@ -164,10 +172,10 @@ def test_epoch_loss_logger_writes_means_and_truncates_on_resume(tmp_path):
 def test_loss_log_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no loss log at"):
         read_loss_log(tmp_path / "x.csv")
-    logger = EpochLossLogger(tmp_path / "l.csv", output_keys=("g_loss",))
+    logger = EpochLossLogger(tmp_path / "l.csv", keys=("g_loss",))
     engine = Engine(lambda e, b: {"loss": 1.0})
     logger.attach(engine)
-    with pytest.raises(KeyError, match="engine output has no 'g_loss'"):
+    with pytest.raises(KeyError, match=r"engine has no metric\(s\) \['g_loss'\]"):
         engine.run([0], max_epochs=1)
 
 
@@ -215,7 +223,7 @@ def test_choose_checkpoint_errors():
 
 
 def test_select_checkpoint_on_a_run_folder(tmp_path):
-    logger = EpochLossLogger(tmp_path / "losses.csv", output_keys=("g_loss", "d_loss"))
+    logger = EpochLossLogger(tmp_path / "losses.csv", keys=("g_loss", "d_loss"))
     rng = np.random.default_rng(2)
     for epoch in range(1, 121):
         g = 0.8 + 0.05 * rng.standard_normal() + (3.0 if epoch >= 87 else 0.0)
@@ -231,93 +239,3 @@ def test_select_checkpoint_on_a_run_folder(tmp_path):
         select_checkpoint(tmp_path / "losses.csv", ckpts, key="x")
     with pytest.raises(FileNotFoundError, match="no '\\*_epoch=<n>.pt' checkpoints in"):
         select_checkpoint(tmp_path / "losses.csv", tmp_path / "empty")
-
-
-# ---------------------------------------------------------------- GAN step helpers
-
-
-def test_make_gaussian_latent_shapes():
-    torch.manual_seed(0)
-    assert make_gaussian_latent(3, 16).shape == (3, 16)
-    z = make_gaussian_latent(2, (1, 4, 4, 4), std=0.33, non_blocking=True, extra=1)
-    assert z.shape == (2, 1, 4, 4, 4)
-
-
-def test_discriminator_accuracy_and_gate():
-    real = torch.tensor([[2.0], [-1.0]])
-    fake = torch.tensor([[-3.0], [-0.5]])
-    assert discriminator_accuracy(real, fake) == 0.75
-    assert not AccuracyGate(0.7)(real, fake)
-    assert AccuracyGate(0.8)(real, fake)
-    with pytest.raises(ValueError, match="threshold must be > 0"):
-        AccuracyGate(0.0)
-
-
-def _tiny_gan():
-    g = torch.nn.Sequential(torch.nn.Linear(4, 6))
-    d = torch.nn.Sequential(torch.nn.Linear(6, 1))
-    return g, d
-
-
-def _bce_d(real_logits, fake_logits):
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    return bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
-
-
-def _bce_g(fake_logits):
-    return torch.nn.functional.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def _trainer(gate, reals):
-    torch.manual_seed(0)
-    g, d = _tiny_gan()
-    loader = DataLoader(reals, batch_size=4)
-    trainer = GatedGanTrainer(
-        device="cpu",
-        max_epochs=1,
-        train_data_loader=loader,
-        g_network=g,
-        g_optimizer=torch.optim.Adam(g.parameters(), 1e-2),
-        g_loss_function=_bce_g,
-        d_network=d,
-        d_optimizer=torch.optim.Adam(d.parameters(), 1e-2),
-        d_loss_function=_bce_d,
-        latent_shape=4,
-        d_prepare_batch=lambda batch, device, non_blocking, **kw: batch.to(device),
-        g_prepare_batch=make_gaussian_latent,
-        d_update_gate=gate,
-    )
-    return trainer, g, d
-
-
-def test_gated_gan_trainer_updates_and_gates():
-    reals = torch.randn(6, 6)  # 6 samples, batch 4: the last batch has 2 reals -> 2 fakes
-    trainer, g, d = _trainer(None, reals)
-    d0, g0 = [p.clone() for p in d.parameters()], [p.clone() for p in g.parameters()]
-    outputs = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
-    trainer.run()
-    assert len(outputs) == 2 and outputs[-1]["fakes"].shape == (2, 6)
-    assert all(o["d_updated"] == 1.0 for o in outputs)
-    assert {"g_loss", "d_loss", "d_accuracy"} <= set(outputs[0])
-    assert not torch.equal(next(d.parameters()), d0[0]) and not torch.equal(next(g.parameters()), g0[0])
-
-    # a gate that always refuses: D never changes, G still trains
-    trainer, g, d = _trainer(lambda r, f: False, reals)
-    d0 = [p.clone() for p in d.parameters()]
-    trainer.run()
-    assert all(torch.equal(a, b) for a, b in zip(d.parameters(), d0, strict=True))
-    assert trainer.state.output["d_updated"] == 0.0
-    with pytest.raises(ValueError, match="does not support amp_kwargs"):
-        GatedGanTrainer(
-            device="cpu",
-            max_epochs=1,
-            train_data_loader=None,
-            g_network=g,
-            g_optimizer=None,
-            g_loss_function=None,
-            d_network=d,
-            d_optimizer=None,
-            d_loss_function=None,
-            amp_kwargs={"dtype": torch.float16},
-        )

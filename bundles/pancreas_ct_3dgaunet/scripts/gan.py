@@ -1,143 +1,107 @@
-"""GAN pieces of 3DGAUnet the configs plug into :class:`ctsynth.engines.GatedGanTrainer`: losses on discriminator
-logits, the latent (noise) maker, the reals' prepare-batch, and the optional D-update gate.
+"""The 3DGAUnet training step on :class:`ctsynth.engines.GenerativeTrainer`.
 
 The paper trains with the standard minimax GAN objective and "the cross-entropy of the binary classifier of the
 discriminator" (Eq. 1-4). The generator minimises the non-saturating form ``-log D(G(z))`` (Goodfellow et al. 2014),
 the usual practice since ``log(1 - D(G(z)))`` has vanishing gradients early in training.
+
+Optional, from the 3DGAUnet repository (and 3D-GAN, Wu et al. 2016): D is stepped only while its batch accuracy is
+below a threshold (0.7 there). The accuracy is averaged over DDP ranks first, so every rank takes the same decision.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ctsynth.engines.gan import AccuracyGate, make_gaussian_latent
-from ctsynth.engines.loss_log import EpochLossLogger
+from ctsynth.engines import GenerativeTrainer, bce_discriminator_loss, bce_generator_loss, unwrap
 
-__all__ = [
-    "discriminator_loss",
-    "generator_loss",
-    "latent_maker",
-    "prepare_reals",
-    "make_d_update_gate",
-    "epoch_loss_printer",
-]
+__all__ = ["discriminator_accuracy", "GaUNetTrainer"]
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """D loss: ``BCE(D(x), 1) + BCE(D(G(z)), 0)`` on logits (= ``-[log D(x) + log(1 - D(G(z)))]``).
+def discriminator_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+    """Fraction of reals scored real (logit > 0) and fakes scored fake (logit <= 0), over both batches.
 
     Args:
-        real_logits: D logits of real cubes, shape (B, 1).
-        fake_logits: D logits of generated cubes (computed on detached fakes), shape (B', 1).
+        real_logits: D logits of real samples.
+        fake_logits: D logits of generated samples.
 
     Returns:
-        Scalar loss.
+        Accuracy in [0, 1].
     """
-    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return real + fake
+    correct = (real_logits > 0).sum() + (fake_logits <= 0).sum()
+    return float(correct.item()) / float(real_logits.numel() + fake_logits.numel())
 
 
-def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating G loss: ``BCE(D(G(z)), 1)`` on logits (= ``-log D(G(z))``).
+class GaUNetTrainer(GenerativeTrainer):
+    """3DGAUnet GAN training: D step(s) on reals and detached fakes, then one G step with D frozen.
 
-    Args:
-        fake_logits: D logits of generated cubes, shape (B, 1).
-
-    Returns:
-        Scalar loss.
-    """
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def latent_maker(std: float = 1.0) -> Callable[..., torch.Tensor]:
-    """``g_prepare_batch`` drawing ``N(0, std^2)`` latents of the trainer's ``latent_shape``.
-
-    Noise volumes ``(1, S, S, S)`` and latent vectors ``(latent_dim,)`` are both expressed by the trainer's
-    ``latent_shape`` (taken from the generator's ``latent_shape`` in the configs).
+    Networks ``generator`` and ``discriminator``, optimisers of the same names (see ``configs/train.json``).
 
     Args:
-        std: standard deviation (the generator's ``latent_std``: 1.0 for noise volumes, 0.33 for vectors).
-
-    Returns:
-        A callable with GanTrainer's ``g_prepare_batch`` signature.
-    """
-    return functools.partial(make_gaussian_latent, std=float(std))
-
-
-def prepare_reals(
-    batchdata: Mapping[str, Any] | Sequence | torch.Tensor,
-    device: str | torch.device | None = None,
-    non_blocking: bool = False,
-    image_key: str = "image",
-    **kwargs: Any,
-) -> torch.Tensor:
-    """``d_prepare_batch``: the real cubes of a batch moved to ``device``.
-
-    Args:
-        batchdata: a dict batch from a MONAI ``DataLoader`` (``image_key`` holds ``(B, 1, S, S, S)``), or a tensor.
-        device: target device.
-        non_blocking: passed to ``Tensor.to``.
-        image_key: key of the cubes.
-        kwargs: other ``to()`` arguments.
-
-    Returns:
-        The cube batch as a plain tensor.
+        latent_std: standard deviation of the latents (1.0 for noise volumes, 0.33 for the baseline's vectors);
+            the latent shape is the generator's ``latent_shape``.
+        d_train_steps: D updates per G update.
+        d_accuracy_threshold: step D only while its batch accuracy (mean over ranks) is below this; None: always.
+        fresh_latents_for_g: draw new latents for the G step (as MONAI's ``GanTrainer`` with
+            ``g_update_latents=True``) instead of reusing the D step's fakes.
+        args, kwargs: :class:`~ctsynth.engines.GenerativeTrainer` arguments.
 
     Raises:
-        KeyError: when a dict batch has no ``image_key``.
-    """
-    x = batchdata
-    if isinstance(batchdata, Mapping):
-        if image_key not in batchdata:
-            raise KeyError(f"batch has no '{image_key}' (keys: {sorted(batchdata)})")
-        x = batchdata[image_key]
-    elif isinstance(batchdata, (list, tuple)):
-        x = batchdata[0]
-    x = torch.as_tensor(x)
-    x = x.as_tensor() if hasattr(x, "as_tensor") else x
-    return x.to(device=device, non_blocking=non_blocking, **kwargs)
-
-
-def make_d_update_gate(accuracy_threshold: float | None) -> AccuracyGate | None:
-    """The D-update gate of the 3DGAUnet repository (D stepped only while its batch accuracy < threshold).
-
-    Args:
-        accuracy_threshold: e.g. 0.7 (repository); None disables gating (D stepped every iteration, the default).
-
-    Returns:
-        An :class:`~ctsynth.engines.AccuracyGate` or None.
-    """
-    return None if accuracy_threshold is None else AccuracyGate(float(accuracy_threshold))
-
-
-def epoch_loss_printer(loss_logger: EpochLossLogger, name: str = "train_log") -> Callable[[Any], None]:
-    """``epoch_print_logger`` of a MONAI ``StatsHandler`` that logs the epoch means of the GAN losses.
-
-    ``StatsHandler``'s default epoch print shows ``engine.state.metrics``, which a GAN trainer never fills, so the
-    console would show no loss at all; this prints the means that ``loss_logger`` (the handler writing
-    ``losses.csv``) has accumulated over the epoch.
-
-    Args:
-        loss_logger: the :class:`~ctsynth.engines.EpochLossLogger` attached to the same trainer (before the
-            ``StatsHandler``, so its epoch sums are complete when this runs).
-        name: logger name (the ``StatsHandler``'s ``name``).
-
-    Returns:
-        A callable ``f(engine)`` logging ``Epoch[n] g_loss: ... d_loss: ...`` at INFO level.
+        ValueError: for a threshold outside (0, 1] or ``d_train_steps < 1``.
     """
 
-    def _print(engine: Any) -> None:
-        # looked up at call time: creating the logger before StatsHandler does would make MONAI's get_logger skip
-        # its stdout handler (it adds one only to new loggers) while still turning propagation off
-        means = loss_logger.epoch_means()
-        values = " ".join(f"{k}: {v:.4f}" for k, v in means.items())
-        logging.getLogger(name).info("Epoch[%d] %s", engine.state.epoch, values)
+    LOSS_KEYS = ("g_loss", "d_loss", "d_accuracy", "d_updated")
 
-    return _print
+    def __init__(
+        self,
+        *args: Any,
+        latent_std: float = 1.0,
+        d_train_steps: int = 1,
+        d_accuracy_threshold: float | None = None,
+        fresh_latents_for_g: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if d_accuracy_threshold is not None and not 0.0 < float(d_accuracy_threshold) <= 1.0:
+            raise ValueError(f"d_accuracy_threshold must be in (0, 1] or None, got {d_accuracy_threshold}")
+        if int(d_train_steps) < 1:
+            raise ValueError(f"d_train_steps must be >= 1, got {d_train_steps}")
+        super().__init__(*args, **kwargs)
+        self.latent_shape: Sequence[int] = tuple(unwrap(self.networks["generator"]).latent_shape)
+        self.latent_std = float(latent_std)
+        self.d_train_steps = int(d_train_steps)
+        self.d_accuracy_threshold = None if d_accuracy_threshold is None else float(d_accuracy_threshold)
+        self.fresh_latents_for_g = bool(fresh_latents_for_g)
+
+    def latents(self, n: int) -> torch.Tensor:
+        """``n`` Gaussian latents of the generator's shape."""
+        return torch.randn((n, *self.latent_shape), device=self.state.device) * self.latent_std
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        G, D = self.networks["generator"], self.networks["discriminator"]
+        reals = batch["image"]
+        n = int(reals.shape[0])
+
+        with torch.set_grad_enabled(not self.fresh_latents_for_g), self.autocast():
+            fakes = G(self.latents(n))  # with a graph only when the G step reuses these fakes
+
+        d_loss_sum, accuracy, updated = 0.0, 0.0, 0.0
+        for _ in range(self.d_train_steps):
+            with self.autocast():
+                real_logits, fake_logits = D(reals), D(fakes.detach())
+                d_loss = bce_discriminator_loss(real_logits, fake_logits)
+            accuracy = self.mean_over_ranks(discriminator_accuracy(real_logits.detach(), fake_logits.detach()))
+            d_loss_sum += float(d_loss.item())
+            if self.d_accuracy_threshold is None or accuracy < self.d_accuracy_threshold:
+                self.update("discriminator", d_loss)
+                updated = 1.0
+
+        with self.frozen("discriminator"):
+            with self.autocast():
+                if self.fresh_latents_for_g:
+                    fakes = G(self.latents(n))
+                g_loss = bce_generator_loss(D(fakes))
+            self.update("generator", g_loss)
+
+        return {"g_loss": float(g_loss.item()), "d_loss": d_loss_sum, "d_accuracy": accuracy, "d_updated": updated}

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,17 +18,12 @@ import numpy as np
 import torch
 
 from ctsynth.data.io import atomic_write
+from ctsynth.engines.distributed import is_main_process as _is_main_process
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
 __all__ = ["EpochLossLogger", "read_loss_log"]
-
-
-def _is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
 
 
 def _scalar(value: Any) -> float:
@@ -68,68 +62,43 @@ def read_loss_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 class EpochLossLogger:
-    """Append the per-epoch mean of scalar engine outputs to a CSV file (``epoch,<key1>,<key2>,...``).
+    """Write the epoch means of the training losses (``engine.state.metrics``) to a CSV (``epoch,<key1>,...``).
+
+    :class:`~ctsynth.engines.GenerativeTrainer` puts the epoch mean of every loss of its ``train_step`` into
+    ``engine.state.metrics`` (averaged over DDP ranks); this handler only writes them, on rank 0.
 
     Args:
         path: destination CSV.
-        output_keys: keys of ``engine.state.output`` (a dict) to average over each epoch's iterations.
-        output_transform: optional callable mapping ``engine.state.output`` to a dict; default: the output itself.
+        keys: metric names to write (default: every metric of the engine, in its order).
 
     Example::
 
-        EpochLossLogger("runs/tumor/losses.csv", output_keys=("g_loss", "d_loss")).attach(trainer)
+        EpochLossLogger("runs/tumor/losses.csv", keys=("g_loss", "d_loss")).attach(trainer)
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        output_keys: Sequence[str] = ("g_loss", "d_loss"),
-        output_transform: Callable[[Any], dict] | None = None,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, keys: Sequence[str] | None = None) -> None:
         self.path = Path(path)
-        self.output_keys = tuple(output_keys)
-        self.output_transform = output_transform
-        self._sums: dict[str, float] = {}
-        self._count = 0
+        self.keys = None if keys is None else tuple(keys)
 
     def attach(self, engine: Engine) -> None:
-        """Register on ``EPOCH_STARTED``, ``ITERATION_COMPLETED`` and ``EPOCH_COMPLETED`` of ``engine``."""
+        """Register on ``EPOCH_COMPLETED`` of ``engine`` (after its metrics, which are attached at construction)."""
         from ignite.engine import Events
 
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    def reset(self, engine: Engine | None = None) -> None:
-        """Clear the running sums."""
-        self._sums = dict.fromkeys(self.output_keys, 0.0)
-        self._count = 0
-
-    def update(self, engine: Engine) -> None:
-        """Add one iteration's outputs.
+    def __call__(self, engine: Engine) -> None:
+        """Rewrite the CSV atomically with this epoch's row (only on the main process).
 
         Raises:
-            KeyError: when a key is missing from the engine output.
+            KeyError: when a requested key is not a metric of the engine.
         """
-        output = engine.state.output if self.output_transform is None else self.output_transform(engine.state.output)
-        if not self._sums:
-            self.reset()
-        for key in self.output_keys:
-            if key not in output:
-                raise KeyError(f"EpochLossLogger: engine output has no '{key}' (keys: {sorted(output)})")
-            self._sums[key] += _scalar(output[key])
-        self._count += 1
-
-    def epoch_means(self) -> dict[str, float]:
-        """Means over the iterations seen since the last reset (NaN when none)."""
-        n = self._count
-        return {k: (self._sums.get(k, 0.0) / n if n else math.nan) for k in self.output_keys}
-
-    def write(self, engine: Engine) -> None:
-        """Rewrite the CSV atomically with this epoch's row (only on the main process)."""
-        if not _is_main_process():
-            return
-        self.write_row(int(engine.state.epoch), self.epoch_means())
+        metrics = engine.state.metrics
+        keys = self.keys if self.keys is not None else tuple(metrics)
+        missing = [k for k in keys if k not in metrics]
+        if missing:
+            raise KeyError(f"EpochLossLogger: engine has no metric(s) {missing} (metrics: {sorted(metrics)})")
+        if _is_main_process():
+            self.write_row(int(engine.state.epoch), {k: _scalar(metrics[k]) for k in keys})
 
     def write_row(self, epoch: int, values: dict[str, float]) -> Path:
         """Write one epoch's row, dropping rows of this epoch or later first.
@@ -145,10 +114,11 @@ class EpochLossLogger:
         keep = old["epoch"] < epoch
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["epoch", *self.output_keys])
+        keys = list(values)
+        writer.writerow(["epoch", *keys])
         nan = np.full(len(old["epoch"]), np.nan)
         for i in np.flatnonzero(keep):
-            writer.writerow([int(old["epoch"][i]), *(repr(float(old.get(k, nan)[i])) for k in self.output_keys)])
-        writer.writerow([int(epoch), *(repr(float(values[k])) for k in self.output_keys)])
+            writer.writerow([int(old["epoch"][i]), *(repr(float(old.get(k, nan)[i])) for k in keys)])
+        writer.writerow([int(epoch), *(repr(float(values[k])) for k in keys)])
         text = buf.getvalue()
         return atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, newline=""))

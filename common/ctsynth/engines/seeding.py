@@ -49,17 +49,18 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
-def per_index_seed(seed: int, index: int) -> int:
+def per_index_seed(seed: int, index: int, *extra: int) -> int:
     """A 63-bit seed derived from ``(seed, index)`` with NumPy's ``SeedSequence`` (well mixed, collision-resistant).
 
     Args:
         seed: the run's seed.
         index: the sample index.
+        extra: further integers mixed in (e.g. the redraw attempt of a rejected sample).
 
     Returns:
         A seed for ``torch.Generator.manual_seed``.
     """
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    state = np.random.SeedSequence([int(seed), int(index), *(int(e) for e in extra)]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
