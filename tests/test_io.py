@@ -56,3 +56,25 @@ def test_atomic_write_keeps_previous_file_when_the_writer_fails(tmp_path):
         atomic_write(path, failing)
     assert path.read_text() == '{\n  "a": 1\n}\n'  # the previous content survives
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_write_gives_the_permissions_of_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    from ctsynth.data.io import write_json_atomic
+
+    previous = os.umask(umask)
+    try:
+        written = [
+            write_json_atomic({"a": 1}, tmp_path / "x.json"),
+            save_volume(np.zeros((2, 2, 2), np.int16), np.eye(4), tmp_path / "x.nii.gz"),
+        ]
+        (tmp_path / "plain.txt").write_text("reference")
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

@@ -76,7 +76,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
         suffix: suffix of the temporary file (some writers choose the format from it, e.g. ``.nii.gz``).
 
     Returns:
-        The written path.
+        The written path, with the permissions a plain ``open(path, "w")`` gives under the user's umask (``mkstemp``
+        creates 0600 files, which a group on shared storage could not read).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +85,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _current_umask() -> int:
+    """The process's umask: from ``/proc/self/status`` on Linux (no change of process state), else by setting it
+    and restoring it at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike, indent: int = 2) -> Path:
