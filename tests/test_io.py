@@ -78,3 +78,27 @@ def test_atomic_write_gives_the_permissions_of_the_umask(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_saved_volumes_carry_the_same_qform_and_sform(tmp_path):
+    import nibabel as nib
+
+    angle = np.deg2rad(20.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.7, 0.8, 2.5]) @ np.diag([-1.0, 1.0, 1.0])  # rotated, left-handed
+    affine[:3, 3] = [10.0, -20.0, 30.0]
+    header = nib.load(save_volume(np.zeros((3, 4, 5), np.int16), affine, tmp_path / "x.nii.gz")).header
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    assert (int(qcode), int(scode)) == (1, 2)
+    np.testing.assert_allclose(qform, affine, atol=1e-5)
+    np.testing.assert_allclose(sform, affine, atol=1e-5)
+
+
+def test_sheared_affine_is_refused_naming_the_file(tmp_path):
+    sheared = np.eye(4)
+    sheared[1, 2] = 0.5  # a gantry-tilt style shear
+    with pytest.raises(ValueError, match="sheared.nii.gz: the affine is sheared .* resample the volume onto an"):
+        save_volume(np.zeros((2, 2, 2), np.int16), sheared, tmp_path / "sheared.nii.gz")
+    assert list(tmp_path.iterdir()) == []

@@ -125,11 +125,23 @@ def save_volume(
         dtype: on-disk dtype (default: the array's dtype).
 
     Returns:
-        The written path.
+        The written path. Its header holds the affine twice: as the sform and as the qform (code "scanner").
+
+    Raises:
+        ValueError: when the affine is sheared (not representable as a qform); nothing is written then.
     """
     path = Path(path)
     data = np.asarray(array if dtype is None else array.astype(dtype))
-    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(data, affine)
+    try:  # the qform (a rotation, zooms and a flip) must hold the same geometry as the sform
+        img.header.set_qform(affine, code="scanner", strip_shears=False)
+    except nib.spatialimages.HeaderDataError as e:
+        raise ValueError(
+            f"{path}: the affine is sheared (its axes are not orthogonal), which a NIfTI qform cannot hold and "
+            "ITK-based readers refuse; resample the volume onto an orthogonal grid first"
+        ) from e
+    img.header.set_sform(affine, code="aligned")
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
