@@ -102,3 +102,48 @@ def test_sheared_affine_is_refused_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="sheared.nii.gz: the affine is sheared .* resample the volume onto an"):
         save_volume(np.zeros((2, 2, 2), np.int16), sheared, tmp_path / "sheared.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_swaps_in_a_complete_folder_only(tmp_path):
+    from ctsynth.data.io import atomic_directory
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous")
+    with pytest.raises(RuntimeError, match="killed midway"), atomic_directory(out) as partial:
+        (partial / "new.txt").write_text("half")
+        raise RuntimeError("killed midway")
+    assert [p.name for p in out.iterdir()] == ["old.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with atomic_directory(out) as partial:
+        assert partial.parent == tmp_path and partial.name.startswith(".out.partial-")
+        (partial / "new.txt").write_text("complete")
+    assert [p.name for p in out.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_directory_cleans_up_after_a_killed_run(tmp_path):
+    from ctsynth.data.io import atomic_directory
+
+    dead = 2**22 + 1  # above Linux's largest pid: no such process
+    (tmp_path / f".out.partial-{dead}-x1").mkdir()
+    (tmp_path / f".out.previous-{dead}-x2").mkdir()  # killed between its two renames: out itself is missing
+    (tmp_path / f".out.previous-{dead}-x2" / "kept.txt").write_text("previous output")
+    with atomic_directory(tmp_path / "elsewhere"):  # another destination: not touched
+        pass
+    assert len(list(tmp_path.glob(".out.*"))) == 2
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "out"):
+        assert (tmp_path / "out" / "kept.txt").read_text() == "previous output"  # put back first
+        raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]
+
+
+def test_require_finite_names_the_file():
+    from ctsynth.data.io import require_finite
+
+    values = np.zeros((3, 4, 5), np.float32)
+    assert require_finite(values, "a.nii.gz") is values
+    values[1, 2, 3], values[2, 0, 0] = np.nan, -np.inf
+    with pytest.raises(
+        ValueError, match=r"^a.nii.gz: image has 1 NaN and 1 infinite value\(s\), e.g. at voxel \(1, 2, 3\)$"
+    ):
+        require_finite(values, "a.nii.gz")
+    require_finite(np.zeros(3, np.int16), "b.nii.gz")  # integers are always finite
