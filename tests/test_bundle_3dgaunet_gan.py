@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -226,6 +227,85 @@ def test_prepare_rejects_missing_or_unlabelled_dataset(gan_scripts, tmp_path):
     save_volume(np.zeros((4, 4, 4), np.int16), np.eye(4), tmp_path / "ds" / "imagesTr" / "a.nii.gz")
     with pytest.raises(ValueError, match=f"{tmp_path / 'ds'}: 1 image\\(s\\) without a label map"):
         gan_scripts.prepare.find_labelled_cases(tmp_path / "ds")
+
+
+def _phantoms_with(tmp_path: Path, change: str) -> tuple[Path, Path]:
+    """Two small abdominal phantoms; the second case's image gets a NaN voxel or its label a value 3."""
+    from ctsynth.data.phantoms import write_phantom_dataset
+
+    dataset = write_phantom_dataset(tmp_path / "phantoms", kind="abdomen", n=2, size=32, spacing=4.0, seed=0)
+    case = json.loads(dataset.read_text())["training"][1]
+    key = "image" if change == "nan" else "label"
+    path = dataset.parent / case[key]
+    array, affine = load_volume(path)
+    if change == "nan":
+        array = array.astype(np.float32)
+        array[5, 6, 7] = np.nan
+    else:
+        array[array == 1] = 3
+    save_volume(array, affine, path)
+    return dataset, path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [("nan", r"image has NaN or infinite values \(1 NaN, 0 inf\)"), ("label", r"label values \[3\] not in allowed")],
+)
+def test_prepare_runs_the_shared_input_checks_first(gan_scripts, tmp_path, change, message):
+    from ctsynth.data.validation import DataValidationError
+
+    dataset, bad_file = _phantoms_with(tmp_path, change)
+    (tmp_path / "cubes").mkdir()
+    (tmp_path / "cubes" / "previous.txt").write_text("kept")
+    with pytest.raises(RuntimeError, match="check_inputs") as info:  # monai.bundle wraps what the expression raised
+        run_config("prepare_data.json", dataset_dir=str(dataset.parent), output_dir=str(tmp_path / "cubes"))
+    assert isinstance(info.value.__cause__, DataValidationError)
+    assert re.fullmatch(re.escape(str(bad_file)) + ": " + message + ".*", str(info.value.__cause__))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cubes", "phantoms"]
+    assert [p.name for p in (tmp_path / "cubes").iterdir()] == ["previous.txt"]
+
+
+def _tiny_preprocessing(fail_on: str | None = None, nan_in: str | None = None):
+    def run(case: dict) -> dict:
+        if fail_on and case["image"].endswith(fail_on):
+            raise RuntimeError(f"disk full while preparing {case['image']}")
+        image, _ = load_volume(case["image"], dtype=np.float32)
+        label, _ = load_volume(case["label"])
+        if nan_in and case["image"].endswith(nan_in):
+            image[0, 0, 0] = np.inf
+        return {"image": torch.as_tensor(image)[None], "label": torch.as_tensor(label)[None]}
+
+    return run
+
+
+def _corner_cube(data: dict) -> dict:
+    return {k: v[:, :8, :8, :8] for k, v in data.items()}
+
+
+def test_prepare_replaces_its_output_as_a_whole(gan_scripts, tmp_path):
+    from ctsynth.data.phantoms import write_phantom_dataset
+
+    dataset = write_phantom_dataset(tmp_path / "phantoms", kind="abdomen", n=3, size=16, spacing=8.0, seed=0)
+    cases = gan_scripts.prepare.find_labelled_cases(dataset.parent)
+    out = tmp_path / "cubes"
+    (out / "tumor").mkdir(parents=True)
+    (out / "tumor" / "datalist.json").write_text('{"training": ["previous run"]}')
+    stale = tmp_path / f".cubes.partial-{2**22 + 1}-abc"  # left by a run killed with kill -9 (its pid is gone)
+    (stale / "tumor").mkdir(parents=True)
+    prepare = gan_scripts.prepare.prepare_cubes
+    with pytest.raises(RuntimeError, match="disk full while preparing .*_001"):  # fails midway, on the 2nd case
+        prepare(cases, _tiny_preprocessing(fail_on="_001.nii.gz"), {"tumor": _corner_cube}, out)
+    assert (out / "tumor" / "datalist.json").read_text() == '{"training": ["previous run"]}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cubes", "phantoms"]  # no partial folder, stale one gone
+    with pytest.raises(ValueError, match=r"_002.nii.gz: image \(after preprocessing\) has 0 NaN and 1 infinite"):
+        prepare(cases, _tiny_preprocessing(nan_in="_002.nii.gz"), {"tumor": _corner_cube}, out)
+    assert (out / "tumor" / "datalist.json").read_text() == '{"training": ["previous run"]}'
+
+    written = prepare(cases, _tiny_preprocessing(), {"tumor": _corner_cube}, out)
+    assert written == {"tumor": out / "tumor" / "datalist.json"}
+    items = json.loads(written["tumor"].read_text())["training"]
+    assert len(items) == 3 and all((out / "tumor" / i["image"]).is_file() for i in items)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cubes", "phantoms"]
 
 
 def test_cube_datalist_missing_names_the_file_and_the_fix(gan_scripts, tmp_path):

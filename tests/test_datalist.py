@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -175,5 +176,39 @@ def test_datalist_split(tmp_path):
     assert from_path == datalist_split(datalist, 1)
     with pytest.raises(ValueError, match=r"fold 3 is not in the datalist; its folds are \[0, 1, 2\]"):
         datalist_split(datalist, 3)
-    with pytest.raises(ValueError, match="training entry has no 'fold'"):
+    with pytest.raises(ValueError, match="datalist: training entry a.nii.gz has no 'fold'"):
         datalist_split({"training": [{"image": "a.nii.gz"}]}, 0)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            {"train": [{"image": "a.nii.gz"}]},
+            r"no 'training' list \(keys found: 'train'\); a datalist holds 'training'",
+        ),
+        ({"training": "a.nii.gz"}, r"'training' must be a list of entries, got str 'a.nii.gz'"),
+        ({"training": [None]}, r"entry 0 of 'training' must be an object with an 'image', got None"),
+        (
+            {"testing": [{"image": "b.nii.gz"}, {"img": "a.nii.gz"}]},
+            r"entry 1 of 'testing' has no 'image' \(keys: 'img'\)",
+        ),
+    ],
+    ids=["wrong-key", "not-a-list", "not-an-object", "entry-without-image"],
+)
+def test_malformed_datalists_name_the_file_and_entry(tmp_path, content, message):
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": " + message):
+        load_datalist(path)
+
+
+def test_empty_or_foldless_lists_name_the_file(tmp_path):
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"training": [], "testing": [{"image": "a.nii.gz"}]}))
+    assert load_datalist(path)["training"] == []
+    with pytest.raises(ValueError, match=re.escape(f"{path}: no 'training' entries (the list is empty or absent)")):
+        datalist_split(path, 0)
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "fold": 0}]}))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: fold 1 is not in the datalist; its folds are [0]")):
+        datalist_split(path, 1)

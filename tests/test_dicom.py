@@ -225,15 +225,21 @@ def test_missing_and_duplicated_slices(tmp_path, rng):
         dicom_series_to_nifti(tmp_path / "dup", tmp_path / "x.nii.gz")
 
 
-def test_gantry_tilt_keeps_sheared_affine(tmp_path, rng):
+def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path, rng):
     row, column = ORIENTATIONS["axial"]
-    step = np.array([0.0, 0.5, THICKNESS])  # each slice shifted 0.5 mm along y: an 11 degree tilt
+    step = np.array([0.0, ROW_SPACING, THICKNESS])  # each slice shifted one row along y: a 15.6 degree tilt
     hu = known_hu(rng)
     write_ct_series(tmp_path / "tilt", hu, row, column, stacked_positions(row, column, step=step))
-    with pytest.warns(UserWarning, match="gantry tilt of 11.3"):
-        array, affine = read_dicom_series(tmp_path / "tilt")
-    np.testing.assert_array_equal(array, hu)
-    np.testing.assert_allclose(affine[:3, 2], [0.0, -0.5, THICKNESS], atol=1e-6)
+    with pytest.warns(UserWarning, match=r"gantry tilt of 15.64 degrees; resampled onto an orthogonal grid"):
+        out = dicom_series_to_nifti(tmp_path / "tilt", tmp_path / "tilt.nii.gz")
+    array, affine = load_volume(out)
+    np.testing.assert_allclose(affine[:3, :3], np.diag([-COLUMN_SPACING, -ROW_SPACING, THICKNESS]), atol=1e-6)
+    for k in range(NZ):  # slice k moved k rows: the same world point keeps its value, air where nothing was acquired
+        np.testing.assert_allclose(array[:, k:, k], hu[:, : NY - k, k], atol=1e-3)
+        np.testing.assert_array_equal(array[:, :k, k], hu.min())
+    # a world point seen in the acquired slice k at row j lies at row j + k of the orthogonal grid
+    acquired = expected_ras(2, 3, 0, row, column) + np.array([0.0, -ROW_SPACING, THICKNESS]) * 5  # slice 5, row 3
+    np.testing.assert_allclose(affine @ [2, 3 + 5, 5, 1.0], [*acquired, 1.0], atol=1e-4)
 
 
 @pytest.mark.realct
@@ -268,3 +274,155 @@ def test_reversed_itk_stack_is_flipped_back(tmp_path, rng):
     np.testing.assert_array_equal(_orient_like_headers(hu[:, :, ::-1], reversed_affine, ordered), hu)
     with pytest.raises(RuntimeError, match="ITK's slice 0 differs from this file's pixels in HU"):
         _orient_like_headers(hu[:, :, ::-1], series_affine(ordered), ordered)
+
+
+# ---------------------------------------------------------------- multi-frame objects and broken files
+
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def _item(**values) -> Dataset:
+    item = Dataset()
+    for key, value in values.items():
+        setattr(item, key, value)
+    return item
+
+
+def write_enhanced_ct(
+    path: Path,
+    hu: np.ndarray,
+    row: np.ndarray,
+    column: np.ndarray,
+    positions: Sequence[np.ndarray],
+    rescales: Sequence[tuple[float, float]],
+    sop_class: str = ENHANCED_CT_STORAGE,
+    modality: str = "CT",
+    seed: int = 0,
+) -> Path:
+    """Write ``hu`` as one Enhanced CT file: frames in shuffled order, each with its own PlanePositionSequence and
+    PixelValueTransformationSequence; orientation and pixel spacing in the shared functional groups."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(positions))
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientName = modality, "ctsynth-test", "Test^Phantom"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = len(positions), hu.shape[1], hu.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = _item(
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[float(v) for v in (*row, *column)])],
+        PixelMeasuresSequence=[_item(PixelSpacing=[ROW_SPACING, COLUMN_SPACING], SliceThickness=THICKNESS)],
+    )
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame, stored = [], []
+    for k in order:
+        slope, intercept = rescales[k]
+        per_frame.append(
+            _item(
+                PlanePositionSequence=[_item(ImagePositionPatient=[float(v) for v in positions[k]])],
+                PixelValueTransformationSequence=[
+                    _item(RescaleSlope=slope, RescaleIntercept=intercept, RescaleType="HU")
+                ],
+            )
+        )
+        stored.append(np.round((hu[:, :, k].T - intercept) / slope).astype(np.int16))
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = np.stack(stored).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("orientation", ["axial", "oblique"])
+def test_enhanced_ct_uses_per_frame_functional_groups(tmp_path, rng, orientation):
+    row, column = ORIENTATIONS[orientation]
+    rescales = [(2.0, -1024.0) if k % 2 else (1.0, -1000.0) for k in range(NZ)]  # each frame its own rescale
+    hu = known_hu(rng, slope=1.0, intercept=-1000.0)
+    hu -= hu % 2  # representable with either rescale
+    write_enhanced_ct(tmp_path / "enh" / "ct.dcm", hu, row, column, stacked_positions(row, column), rescales)
+    out = dicom_series_to_nifti(tmp_path / "enh", tmp_path / "ct.nii.gz")
+    array, affine = load_volume(out)
+    assert array.dtype == np.int16
+    np.testing.assert_array_equal(array, hu)
+    for ijk in [(0, 0, 0), (NX - 1, 0, 0), (0, NY - 1, 0), (0, 0, NZ - 1), (3, 5, 6)]:
+        np.testing.assert_allclose(affine @ [*ijk, 1.0], [*expected_ras(*ijk, row, column), 1.0], atol=1e-4)
+
+
+def test_enhanced_ct_frame_without_position_names_the_file(tmp_path, rng):
+    row, column = ORIENTATIONS["axial"]
+    path = write_enhanced_ct(
+        tmp_path / "e" / "ct.dcm", known_hu(rng), row, column, stacked_positions(row, column), [(2.0, -1024.0)] * NZ
+    )
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence
+    ds.save_as(path)
+    with pytest.raises(ValueError, match=r"ct.dcm: frame 3 has no PlanePositionSequence"):
+        dicom_series_to_nifti(tmp_path / "e", tmp_path / "x.nii.gz")
+
+
+@pytest.mark.parametrize(
+    "sop_class, modality, message",
+    [
+        ("1.2.840.10008.5.1.4.1.1.66.4", "SEG", "is a DICOM SEG segmentation, not a CT image"),
+        ("1.2.840.10008.5.1.4.1.1.7.2", "OT", "is a multi-frame Secondary Capture"),
+    ],
+    ids=["seg", "secondary-capture"],
+)
+def test_other_multiframe_objects_are_refused_with_their_own_message(tmp_path, rng, sop_class, modality, message):
+    row, column = ORIENTATIONS["axial"]
+    positions, rescales = stacked_positions(row, column), [(2.0, -1024.0)] * NZ
+    write_enhanced_ct(tmp_path / "m" / "obj.dcm", known_hu(rng), row, column, positions, rescales, sop_class, modality)
+    with pytest.raises(ValueError, match=rf"obj.dcm: multi-frame DICOM \({NZ} frames\) {message}"):
+        dicom_series_to_nifti(tmp_path / "m", tmp_path / "x.nii.gz")
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def _pydicom_data_file(name: str) -> Path:
+    """A file of the ``pydicom-data`` package (dev extra); skips when the package is not installed."""
+    data_store = pytest.importorskip("data_store", reason="the pydicom-data package is not installed")
+    path = Path(data_store.__file__).parent / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{name} not in this pydicom-data version")
+    return path
+
+
+def test_enhanced_ct_from_pydicom_data(tmp_path):
+    """eCT_Supplemental.dcm: a 2-frame Enhanced CT (512 x 512, frames 10 mm apart, row cosine -x, geometry and
+    rescale in the functional groups)."""
+    source = _pydicom_data_file("eCT_Supplemental.dcm")
+    (tmp_path / "ect").mkdir()
+    (tmp_path / "ect" / source.name).symlink_to(source)
+    array, affine = load_volume(dicom_series_to_nifti(tmp_path / "ect", tmp_path / "ect.nii.gz"))
+    ds = pydicom.dcmread(source)
+    assert array.shape == (512, 512, 2)
+    # frames sorted along the slice normal (row x column cosines = -z in LPS): the higher z first
+    heights = [float(g.PlanePositionSequence[0].ImagePositionPatient[2]) for g in ds.PerFrameFunctionalGroupsSequence]
+    first = int(np.argmax(heights))
+    np.testing.assert_array_equal(array[:, :, 0], ds.pixel_array[first].T.astype(np.int32) - 1024)
+    np.testing.assert_array_equal(array[:, :, 1], ds.pixel_array[1 - first].T.astype(np.int32) - 1024)
+    spacing = float(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing[0])
+    np.testing.assert_allclose(spacing_from_affine(affine), (spacing, spacing, 10.0), atol=1e-4)
+    x, y, z = (
+        float(v) for v in ds.PerFrameFunctionalGroupsSequence[first].PlanePositionSequence[0].ImagePositionPatient
+    )
+    np.testing.assert_allclose(affine[:3, 3], [-x, -y, z], atol=1e-4)  # LPS -> RAS
+    np.testing.assert_allclose(affine @ [0, 0, 1, 1.0], [-x, -y, z - 10.0, 1.0], atol=1e-4)
+
+
+def test_truncated_slice_is_named(tmp_path, rng):
+    row, column = ORIENTATIONS["axial"]
+    files = write_ct_series(tmp_path / "cut", known_hu(rng), row, column, stacked_positions(row, column))
+    content = files[3].read_bytes()
+    files[3].write_bytes(content[:-100])  # pixel data cut short, header intact
+    with pytest.raises(ValueError, match=rf"{files[3].name}: truncated DICOM file \(pixel data holds 284 bytes, .*384"):
+        dicom_series_to_nifti(tmp_path / "cut", tmp_path / "x.nii.gz")
+    files[3].write_bytes(content[:300])  # header cut short
+    with pytest.raises(ValueError, match=rf"{files[3].name}: truncated or corrupt DICOM file \(CT Image Storage wit"):
+        dicom_series_to_nifti(tmp_path / "cut", tmp_path / "x.nii.gz")
+    assert not (tmp_path / "x.nii.gz").exists()

@@ -194,3 +194,24 @@ def test_msd_dataset_json_with_relative_paths(tmp_path, rng):
     )
     assert validate_datalist(tmp_path / "dataset.json").n_checked_files == 2
     assert validate_datalist(tmp_path).n_cases == 1  # a folder holding dataset.json
+
+
+def test_check_inputs_runs_the_validate_checks_on_cases(tmp_path, rng):
+    from ctsynth.data.validation import check_inputs
+
+    good = write_case(tmp_path, "good", ct_like(rng), mask())
+    cases = [{"image": str(good[0]), "label": str(good[1])}]
+    assert check_inputs(cases, allowed_labels=[1, 2]) == cases
+    nan_image = ct_like(rng).astype(np.float32)
+    nan_image[4, 4, 3] = np.inf
+    bad = write_case(tmp_path, "bad", nan_image, mask(values=(1, 5)))
+    problems = problems_of(lambda: check_inputs([*cases, {"image": str(bad[0]), "label": str(bad[1])}], [1, 2]))
+    assert problems == [
+        f"{bad[0]}: image has NaN or infinite values (0 NaN, 1 inf)",
+        f"{bad[1]}: label values [5] not in allowed labels [0, 1, 2]",
+    ]
+    datalist = write_valid_set(tmp_path / "set", rng, n=3)
+    assert len(check_inputs(datalist, allowed_labels=[1, 2])) == 3
+    assert problems_of(lambda: check_inputs([])) == [
+        "datalist: no cases (the 'training' and 'testing' lists are empty)"
+    ]

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from ctsynth.data.datalist import find_cases
-from ctsynth.data.io import save_volume, write_json_atomic
+from ctsynth.data.io import atomic_directory, require_finite, save_volume, write_json_atomic
 from ctsynth.transforms.cubes import ExtractPancreasCubed, ExtractTumorCubed
 from scripts.augmentation import OfflineAugmenter
 
-__all__ = ["find_labelled_cases", "load_cube_datalist", "prepare_cubes"]
+__all__ = ["find_labelled_cases", "load_cube_datalist", "prepare_cubes", "write_cubes"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,27 @@ def prepare_cubes(
     preprocessing: Callable[[dict], dict],
     extractors: Mapping[str, Callable[[dict], dict]],
     output_dir: str | os.PathLike,
+    **kwargs: Any,
+) -> dict[str, Path]:
+    """Cut, augment and write the training cubes of every case into ``output_dir`` as a whole.
+
+    Everything is written into a temporary sibling folder that replaces ``output_dir`` only when every case is
+    done (:func:`ctsynth.data.io.atomic_directory`): a failed or killed run leaves the previous cubes untouched
+    and no partial folder. Arguments as :func:`write_cubes`.
+
+    Returns:
+        ``{kind: datalist path}`` inside ``output_dir``.
+    """
+    with atomic_directory(output_dir) as partial:
+        written = write_cubes(cases, preprocessing, extractors, partial, **kwargs)
+    return {kind: Path(output_dir) / path.relative_to(partial) for kind, path in written.items()}
+
+
+def write_cubes(
+    cases: list[Mapping[str, str]],
+    preprocessing: Callable[[dict], dict],
+    extractors: Mapping[str, Callable[[dict], dict]],
+    output_dir: str | os.PathLike,
     augmenter: OfflineAugmenter | None = None,
     spacing_mm: float = 1.0,
     image_key: str = "image",
@@ -128,12 +149,14 @@ def prepare_cubes(
         ``{kind: datalist path}``.
 
     Raises:
-        ValueError: when no case yields a cube of some kind (the message lists the kinds and the dataset size).
+        ValueError: when no case yields a cube of some kind (the message lists the kinds and the dataset size), or
+            a preprocessed image holds NaN or infinite values (the message names its file).
     """
     out_root = Path(output_dir)
     entries: dict[str, list[dict[str, Any]]] = {k: [] for k in extractors}
     for index, case in enumerate(cases):
         data = preprocessing(dict(case))
+        require_finite(np.asarray(torch.as_tensor(data[image_key])), case[image_key], "image (after preprocessing)")
         case_id = Path(str(case[image_key])).name.split(".")[0]
         for kind, extract in extractors.items():
             if not _has_target(extract, data[label_key]):

@@ -243,7 +243,8 @@ def load_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not valid JSON or not a JSON object.
+        ValueError: when the file is not valid JSON, not a JSON object, has none of the lists, or a list holds an
+            entry without an ``image`` (the message names the file, the list and the entry).
     """
     path = Path(path)
     if path.is_dir():
@@ -259,6 +260,7 @@ def load_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
         raise ValueError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a datalist must be a JSON object with a 'training' list")
+    _check_lists(raw, path)
     base = Path(base_dir) if base_dir is not None else path.parent
     datalist = {k: v for k, v in raw.items() if k not in LIST_KEYS}
     for key in LIST_KEYS:
@@ -268,6 +270,35 @@ def load_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
             items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base)
             datalist[key] = [{k: _absolute(v) if k in ("image", "label") else v for k, v in i.items()} for i in items]
     return datalist
+
+
+def _check_lists(raw: dict[str, Any], path: Path) -> None:
+    """Refuse a datalist without any list, with a list that is not a list, or with an entry without an image.
+
+    Raises:
+        ValueError: naming ``path``, the list and the entry.
+    """
+    present = [k for k in LIST_KEYS if k in raw]
+    if not present:
+        found = ", ".join(f"'{k}'" for k in raw) or "none"
+        raise ValueError(
+            f"{path}: no 'training' list (keys found: {found}); a datalist holds 'training' (and 'testing') lists "
+            'of {"image": ..., "label": ...} entries'
+        )
+    for key in present:
+        items = raw[key]
+        if items in (None, []):
+            continue
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: '{key}' must be a list of entries, got {type(items).__name__} {items!r:.60}")
+        for n, item in enumerate(items):
+            if isinstance(item, str) and item:  # MSD's "test" list holds plain image paths
+                continue
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}: entry {n} of '{key}' must be an object with an 'image', got {item!r:.60}")
+            if not item.get("image"):
+                keys = ", ".join(f"'{k}'" for k in item) or "none"
+                raise ValueError(f"{path}: entry {n} of '{key}' has no 'image' (keys: {keys})")
 
 
 def _absolute(value: Any) -> Any:
@@ -295,17 +326,19 @@ def datalist_split(
         ValueError: when the datalist has no training list, an entry has no ``"fold"``, or ``fold`` is not one
             of the datalist's folds.
     """
+    source = "datalist"
     if not isinstance(datalist, dict):
+        source = str(datalist)
         datalist = load_datalist(datalist)
     entries = datalist.get("training")
     if not entries:
-        raise ValueError("datalist has no 'training' entries")
+        raise ValueError(f"{source}: no 'training' entries (the list is empty or absent)")
     without = [e.get("image") for e in entries if "fold" not in e]
     if without:
-        raise ValueError(f"{without[0]}: training entry has no 'fold' ({len(without)} such entries)")
+        raise ValueError(f"{source}: training entry {without[0]} has no 'fold' ({len(without)} such entries)")
     folds = sorted({int(e["fold"]) for e in entries})
     if int(fold) not in folds:
-        raise ValueError(f"fold {fold} is not in the datalist; its folds are {folds}")
+        raise ValueError(f"{source}: fold {fold} is not in the datalist; its folds are {folds}")
     train = [dict(e) for e in entries if int(e["fold"]) != int(fold)]
     val = [dict(e) for e in entries if int(e["fold"]) == int(fold)]
     return train, val

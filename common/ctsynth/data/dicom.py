@@ -12,7 +12,15 @@ headers are read separately with pydicom (no pixel data) to
 - verify ITK's result: the first and last slices, decoded by pydicom with their own slope/intercept, must
   equal the first and last planes of ITK's array.
 
-The written affine is the header one, so a gantry-tilted series keeps its (sheared) geometry exactly.
+Enhanced CT (one multi-frame file, or several, per series) is decoded by pydicom: each frame's position,
+orientation, pixel spacing and rescale come from the per-frame functional groups (PlanePositionSequence,
+PlaneOrientationSequence, PixelMeasuresSequence, PixelValueTransformationSequence) or, when absent there, from the
+shared functional groups; the frames are then sorted and checked like single-frame slices. Other multi-frame objects
+(segmentations, secondary captures, other modalities' multi-frame images) are refused, each with its own message.
+
+A gantry-tilted series (slice step not along the slice normal) is resampled onto an orthogonal grid, as established
+converters do: each slice is shifted in-plane by its tilt offset (linear interpolation, the series' minimum outside),
+so the written affine is never sheared (ITK-based viewers refuse sheared NIfTI affines).
 """
 
 from __future__ import annotations
@@ -52,6 +60,13 @@ SLICE_GAP_RELATIVE_TOLERANCE = 0.01
 #: Angle (radians) between the slice step and the slice normal above which the series is reported as tilted.
 TILT_TOLERANCE_RAD = 1e-3
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+#: Multi-frame objects refused with their own message (SOP Class UID prefix -> why).
+REFUSED_MULTIFRAME = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a DICOM SEG segmentation, not a CT image; convert the CT series it refers to",
+    "1.2.840.10008.5.1.4.1.1.7.": "a multi-frame Secondary Capture (screenshots or scanned frames) without patient "
+    "geometry; convert the original CT series",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,9 @@ class DicomSlice:
         columns: Columns.
         n_frames: NumberOfFrames (1 for single-frame files).
         slice_thickness: SliceThickness, or None when absent.
+        sop_class_uid: SOPClassUID ("" when absent).
+        frame: frame index within a multi-frame file (None for single-frame files).
+        rescale: (slope, intercept) of this frame for multi-frame files, else None (ITK applies the file's own).
     """
 
     path: Path
@@ -83,6 +101,9 @@ class DicomSlice:
     columns: int
     n_frames: int
     slice_thickness: float | None
+    sop_class_uid: str = ""
+    frame: int | None = None
+    rescale: tuple[float, float] | None = None
 
 
 def _floats(value: object) -> tuple[float, ...] | None:
@@ -94,13 +115,33 @@ def _floats(value: object) -> tuple[float, ...] | None:
         return None
 
 
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether the file carries the ``DICM`` marker of a DICOM Part 10 file (after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def _read_slice_header(path: Path) -> DicomSlice | None:
-    """Header of one file, or None when the file is not a DICOM image (other files, DICOMDIR, RTSTRUCT, SR...)."""
+    """Header of one file, or None when the file is not a DICOM image (other files, DICOMDIR, RTSTRUCT, SR...).
+
+    Raises:
+        ValueError: when the file is a DICOM file (``DICM`` marker) whose header cannot be read (truncated).
+    """
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
+        if _has_dicom_preamble(path):
+            raise ValueError(f"{path}: truncated or corrupt DICOM file ({type(e).__name__}: {e})") from e
         return None
-    if "SeriesInstanceUID" not in ds or "Rows" not in ds or "Columns" not in ds:
+    required = ("SeriesInstanceUID", "Rows", "Columns")
+    if any(k not in ds for k in required):
+        sop_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+        if sop_class is not None and "Image Storage" in sop_class.name:  # an image file cut short
+            missing = ", ".join(k for k in required if k not in ds)
+            raise ValueError(f"{path}: truncated or corrupt DICOM file ({sop_class.name} without {missing})")
         return None
     thickness = ds.get("SliceThickness")
     return DicomSlice(
@@ -115,6 +156,7 @@ def _read_slice_header(path: Path) -> DicomSlice | None:
         columns=int(ds.Columns),
         n_frames=int(ds.get("NumberOfFrames", 1) or 1),
         slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
     )
 
 
@@ -146,6 +188,90 @@ def scan_dicom_folder(dicom_dir: str | os.PathLike, recursive: bool = True) -> d
     return series
 
 
+def _functional_group(ds: pydicom.Dataset, frame: int, sequence: str) -> pydicom.Dataset | None:
+    """The item of ``sequence`` for one frame: from the per-frame functional groups, else the shared ones."""
+    for groups in (ds.get("PerFrameFunctionalGroupsSequence"), ds.get("SharedFunctionalGroupsSequence")):
+        if not groups:
+            continue
+        group = groups[frame] if groups is ds.get("PerFrameFunctionalGroupsSequence") else groups[0]
+        items = group.get(sequence)
+        if items:
+            return items[0]
+    return None
+
+
+def enhanced_frames(path: str | os.PathLike) -> tuple[list[DicomSlice], np.ndarray]:
+    """The frames of one Enhanced CT file as slices (geometry per frame) and their HU planes.
+
+    Args:
+        path: an Enhanced CT Image Storage file.
+
+    Returns:
+        ``(frames, planes)``: one :class:`DicomSlice` per frame (``frame`` set, ``rescale`` from the frame's
+        PixelValueTransformationSequence) and the HU planes, shape (frames, columns, rows), float64.
+
+    Raises:
+        ValueError: when the pixels cannot be decoded or a frame lacks its position, orientation or pixel
+            spacing (the message names the file and the frame).
+    """
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+        stored = np.asarray(ds.pixel_array)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot decode the Enhanced CT frames ({type(e).__name__}: {e})") from e
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    stored = stored.reshape(n_frames, int(ds.Rows), int(ds.Columns))
+    frames, planes = [], []
+    for f in range(n_frames):
+        position = _functional_group(ds, f, "PlanePositionSequence")
+        orientation = _functional_group(ds, f, "PlaneOrientationSequence")
+        measures = _functional_group(ds, f, "PixelMeasuresSequence")
+        rescale = _functional_group(ds, f, "PixelValueTransformationSequence")
+        if position is None or orientation is None or measures is None:
+            raise ValueError(
+                f"{path}: frame {f + 1} has no PlanePositionSequence, PlaneOrientationSequence or "
+                "PixelMeasuresSequence in its per-frame or shared functional groups; cannot compute its geometry"
+            )
+        slope = float(rescale.get("RescaleSlope", 1.0)) if rescale is not None else float(ds.get("RescaleSlope", 1))
+        intercept = (
+            float(rescale.get("RescaleIntercept", 0.0)) if rescale is not None else float(ds.get("RescaleIntercept", 0))
+        )
+        thickness = measures.get("SliceThickness")
+        frames.append(
+            DicomSlice(
+                path=path,
+                series_uid=str(ds.SeriesInstanceUID),
+                modality=str(ds.get("Modality", "") or ""),
+                description=str(ds.get("SeriesDescription", "") or ""),
+                position=_floats(position.get("ImagePositionPatient")),  # type: ignore[arg-type]
+                orientation=_floats(orientation.get("ImageOrientationPatient")),
+                pixel_spacing=_floats(measures.get("PixelSpacing")),  # type: ignore[arg-type]
+                rows=int(ds.Rows),
+                columns=int(ds.Columns),
+                n_frames=1,
+                slice_thickness=float(thickness) if thickness not in (None, "") else None,
+                sop_class_uid=str(ds.SOPClassUID),
+                frame=f,
+                rescale=(slope, intercept),
+            )
+        )
+        planes.append((stored[f].astype(np.float64) * slope + intercept).T)
+    return frames, np.stack(planes)
+
+
+def _refuse_other_multiframe(slices: Sequence[DicomSlice]) -> None:
+    """Raise for a multi-frame file that is not Enhanced CT, saying what it is."""
+    for s in slices:
+        if s.n_frames <= 1 or s.sop_class_uid == ENHANCED_CT_STORAGE:
+            continue
+        why = next((w for uid, w in REFUSED_MULTIFRAME.items() if s.sop_class_uid.startswith(uid)), None)
+        if why is None:
+            name = pydicom.uid.UID(s.sop_class_uid).name if s.sop_class_uid else "no SOPClassUID"
+            why = f"a multi-frame {name} object; only Enhanced CT and single-frame CT series are converted"
+        raise ValueError(f"{s.path}: multi-frame DICOM ({s.n_frames} frames) is {why}")
+
+
 def _slice_normal(orientation: Sequence[float]) -> np.ndarray:
     row_cosine, column_cosine = np.asarray(orientation[:3]), np.asarray(orientation[3:6])
     return np.cross(row_cosine, column_cosine)
@@ -161,10 +287,8 @@ def _check_consistent(slices: Sequence[DicomSlice]) -> None:
                 "cannot compute the geometry of the series"
             )
         if s.n_frames > 1:
-            raise ValueError(
-                f"{s.path}: multi-frame DICOM ({s.n_frames} frames, e.g. Enhanced CT) is not supported; "
-                "convert it to single-frame files first"
-            )
+            _refuse_other_multiframe([s])
+            raise ValueError(f"{s.path}: Enhanced CT file ({s.n_frames} frames) passed as one slice; use its frames")
     for s in slices[1:]:
         if (s.rows, s.columns) != (first.rows, first.columns):
             raise ValueError(
@@ -378,21 +502,88 @@ def read_dicom_series(
     folder = Path(dicom_dir)
     series = scan_dicom_folder(folder)
     slices = _select_series(folder, series, series_uid)
+    _refuse_other_multiframe(slices)
     _check_modality(folder, slices, allow_non_ct)
+    if any(s.n_frames > 1 for s in slices):  # Enhanced CT: frames decoded by pydicom, geometry per frame
+        if any(s.n_frames <= 1 for s in slices):
+            single = next(s for s in slices if s.n_frames <= 1)
+            raise ValueError(f"{single.path}: single-frame file in an Enhanced CT series {single.series_uid}")
+        frames, planes = [], []
+        for s in slices:
+            file_frames, file_planes = enhanced_frames(s.path)
+            frames += file_frames
+            planes.append(file_planes)
+        stacked = np.concatenate(planes)
+        ordered = sort_slices(frames)
+        index = {(f.path, f.frame): n for n, f in enumerate(frames)}
+        array = np.ascontiguousarray(np.moveaxis(stacked[[index[(f.path, f.frame)] for f in ordered]], 0, -1))
+        return _without_tilt(folder, array, ordered)
     ordered = sort_slices(slices)
-    affine = series_affine(ordered)
-    if len(ordered) > 1:
-        step, normal = affine[:3, 2], LPS_TO_RAS[:3, :3] @ _slice_normal(ordered[0].orientation)  # type: ignore
-        tilt = float(np.arccos(np.clip(np.dot(step, normal) / np.linalg.norm(step), -1.0, 1.0)))
-        if tilt > TILT_TOLERANCE_RAD:
-            warnings.warn(
-                f"{folder}: gantry tilt of {np.degrees(tilt):.2f} degrees; the affine keeps the sheared geometry",
-                stacklevel=2,
-            )
     # ITK may be handed the folder itself only when it holds nothing but this series' files
     alone = {p for p in folder.iterdir() if p.is_file()} == {s.path for s in slices}
-    array, itk_affine = _read_with_itk(folder, ordered, alone)
-    return _orient_like_headers(array, itk_affine, ordered), affine
+    try:
+        array, itk_affine = _read_with_itk(folder, ordered, alone)
+        array = _orient_like_headers(array, itk_affine, ordered)
+    except Exception:
+        _raise_for_truncated_pixels(ordered)  # name the broken file when one is the cause
+        raise
+    return _without_tilt(folder, array, ordered)
+
+
+def _without_tilt(folder: Path, array: np.ndarray, ordered: Sequence[DicomSlice]) -> tuple[np.ndarray, np.ndarray]:
+    """The array and RAS affine of a sorted series; a gantry-tilted series is resampled onto an orthogonal grid.
+
+    Voxel (i, j, k) of the orthogonal grid lies at ``origin + i * column step + j * row step + k * (step . n) n``
+    (n the slice normal); in the acquired slice k that point is at in-plane index ``(i, j) - k * offset``, with
+    ``offset`` the in-plane part of the slice step in voxels. Each slice is shifted by that amount (linear
+    interpolation; outside the acquired slice the series' minimum, i.e. air or the scanner's padding).
+    """
+    affine = series_affine(ordered)
+    if len(ordered) < 2:
+        return array, affine
+    lps = LPS_TO_RAS @ affine
+    normal = _slice_normal(ordered[0].orientation)  # type: ignore[arg-type]
+    step = lps[:3, 2]
+    tilt = float(np.arccos(np.clip(np.dot(step, normal) / np.linalg.norm(step), -1.0, 1.0)))
+    if tilt <= TILT_TOLERANCE_RAD:
+        return array, affine
+    from scipy import ndimage
+
+    in_plane = step - np.dot(step, normal) * normal
+    offset = np.array([np.dot(in_plane, lps[:3, 0]), np.dot(in_plane, lps[:3, 1])]) / (
+        np.sum(lps[:3, :2] ** 2, axis=0)
+    )  # in voxels along i (columns) and j (rows)
+    fill = float(array.min())
+    resampled = np.empty(array.shape, dtype=np.float64)
+    for k in range(array.shape[2]):
+        resampled[:, :, k] = ndimage.shift(array[:, :, k].astype(np.float64), k * offset, order=1, cval=fill)
+    orthogonal = lps.copy()
+    orthogonal[:3, 2] = np.dot(step, normal) * normal
+    largest = float(np.linalg.norm(in_plane) * (array.shape[2] - 1))
+    warnings.warn(
+        f"{folder}: gantry tilt of {np.degrees(tilt):.2f} degrees; resampled onto an orthogonal grid (slices "
+        f"shifted in-plane by up to {largest:.1f} mm, {fill:g} outside the acquired slices)",
+        stacklevel=3,
+    )
+    return resampled, LPS_TO_RAS @ orthogonal
+
+
+def _raise_for_truncated_pixels(slices: Sequence[DicomSlice]) -> None:
+    """Raise a ValueError naming the first slice whose pixel data is shorter than its header says, if any."""
+    for s in slices:
+        try:
+            ds = pydicom.dcmread(s.path)
+            if ds.file_meta.TransferSyntaxUID.is_compressed:
+                continue
+            pixels = ds.PixelData
+        except Exception as e:
+            raise ValueError(f"{s.path}: truncated or corrupt DICOM file ({type(e).__name__}: {e})") from e
+        expected = s.rows * s.columns * s.n_frames * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        if len(pixels) < expected:
+            raise ValueError(
+                f"{s.path}: truncated DICOM file (pixel data holds {len(pixels)} bytes, the header's "
+                f"{s.rows}x{s.columns} image needs {expected}); replace the file or re-export the series"
+            )
 
 
 def _storage_dtype(array: np.ndarray) -> type:

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti_file", "load_volume", "nifti_stem", "save_volume", "spacing_from_affine"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "atomic_directory",
+    "atomic_write",
+    "is_nifti_file",
+    "load_volume",
+    "nifti_stem",
+    "require_finite",
+    "save_volume",
+    "spacing_from_affine",
+    "write_json_atomic",
+]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -76,7 +89,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
         suffix: suffix of the temporary file (some writers choose the format from it, e.g. ``.nii.gz``).
 
     Returns:
-        The written path.
+        The written path, with the permissions a plain ``open(path, "w")`` gives under the user's umask (``mkstemp``
+        creates 0600 files, which a group on shared storage could not read).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +98,116 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+PARTIAL_TAG = "partial"
+PREVIOUS_TAG = "previous"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove what a killed :func:`atomic_directory` left next to ``path`` (its process is gone).
+
+    A stale partial folder is deleted; a stale previous folder is put back when ``path`` is missing (the run was
+    killed between its two renames), else deleted.
+    """
+    for tag in (PARTIAL_TAG, PREVIOUS_TAG):
+        for stale in path.parent.glob(f".{path.name}.{tag}-*"):
+            try:
+                pid = int(stale.name.rsplit("-", 2)[-2])
+            except (ValueError, IndexError):
+                continue
+            if _pid_alive(pid) and pid != os.getpid():
+                continue
+            if tag == PREVIOUS_TAG and not path.exists():
+                os.replace(stale, path)
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Fill a folder as a whole: yield a temporary sibling folder, then swap it into place when the block succeeds.
+
+    An exception in the block removes the temporary folder and leaves a previous ``path`` untouched. A process
+    killed during the block leaves ``.<name>.partial-<pid>-<random>`` behind, which the next call for the same
+    ``path`` removes (as it puts back a ``.<name>.previous-...`` folder of a run killed between the two renames).
+
+    Args:
+        path: the destination folder (its parent is created).
+
+    Yields:
+        The temporary folder to write into.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{PARTIAL_TAG}-{os.getpid()}-", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_current_umask())
+        previous = None
+        if path.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}.{PREVIOUS_TAG}-{os.getpid()}-", dir=path.parent))
+            os.replace(path, previous)
+        os.replace(tmp, path)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_finite(array: np.ndarray, path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """Return ``array`` when every value is finite, else raise naming the file.
+
+    Args:
+        array: values read from ``path``.
+        path: the file they come from (for the message).
+        what: what the array is ("image", "label").
+
+    Raises:
+        ValueError: ``<path>: <what> has N NaN and M infinite value(s), e.g. at voxel (i, j, k)``.
+    """
+    values = np.asarray(array)
+    if not np.issubdtype(values.dtype, np.floating):
+        return array
+    finite = np.isfinite(values)
+    if finite.all():
+        return array
+    n_nan = int(np.isnan(values).sum())
+    n_inf = int(finite.size - finite.sum()) - n_nan
+    first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise ValueError(f"{path}: {what} has {n_nan} NaN and {n_inf} infinite value(s), e.g. at voxel {first}")
+
+
+def _current_umask() -> int:
+    """The process's umask: from ``/proc/self/status`` on Linux (no change of process state), else by setting it
+    and restoring it at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike, indent: int = 2) -> Path:
@@ -109,11 +228,23 @@ def save_volume(
         dtype: on-disk dtype (default: the array's dtype).
 
     Returns:
-        The written path.
+        The written path. Its header holds the affine twice: as the sform and as the qform (code "scanner").
+
+    Raises:
+        ValueError: when the affine is sheared (not representable as a qform); nothing is written then.
     """
     path = Path(path)
     data = np.asarray(array if dtype is None else array.astype(dtype))
-    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(data, affine)
+    try:  # the qform (a rotation, zooms and a flip) must hold the same geometry as the sform
+        img.header.set_qform(affine, code="scanner", strip_shears=False)
+    except nib.spatialimages.HeaderDataError as e:
+        raise ValueError(
+            f"{path}: the affine is sheared (its axes are not orthogonal), which a NIfTI qform cannot hold and "
+            "ITK-based readers refuse; resample the volume onto an orthogonal grid first"
+        ) from e
+    img.header.set_sform(affine, code="aligned")
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=suffix)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ __all__ = [
     "CaseSummary",
     "DataValidationError",
     "ValidationReport",
+    "check_inputs",
     "validate_datalist",
     "validate_files",
 ]
@@ -387,6 +388,40 @@ def validate_datalist(
     if problems:
         raise DataValidationError(problems)
     return ValidationReport(n_cases=len(cases), n_checked_files=n_files, cases=summaries)
+
+
+def check_inputs(
+    cases: str | os.PathLike | dict[str, Any] | Sequence[Mapping[str, Any]],
+    allowed_labels: Iterable[int] | None = None,
+    check_hu: bool = True,
+    base_dir: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """The shared input checks every bundle runs before it prepares data (those of ``ctsynth validate``).
+
+    Refuses missing or corrupt files, non-3D arrays, NaN or infinite values, intensities that are not HU (when
+    ``check_hu``), label values outside the bundle's label set, label grids that differ from their image, and
+    empty labels. Usable first in a bundle's data-preparation config, e.g.
+    ``"$ctsynth.data.validation.check_inputs(@cases, allowed_labels=@label_values)"``.
+
+    Args:
+        cases: ``[{"image": path, "label": path}, ...]``, a datalist dict, or a datalist / ``dataset.json`` path.
+        allowed_labels: the bundle's label values besides background 0 (None: any non-negative integer).
+        check_hu: apply the HU plausibility rules (see the module docstring).
+        base_dir: folder relative paths are relative to (default: the datalist's folder, or the working directory).
+
+    Returns:
+        The cases as given (a list), so a config can chain ``prepare(check_inputs(@cases, ...))``.
+
+    Raises:
+        DataValidationError: listing every problem, one line per file, each starting with the file's path.
+    """
+    if isinstance(cases, (str, os.PathLike, dict)):
+        validate_datalist(cases, base_dir=base_dir, allowed_labels=allowed_labels, check_hu=check_hu)
+        content = cases if isinstance(cases, dict) else load_datalist(cases, base_dir=base_dir)
+        return [dict(c) for key in LIST_KEYS for c in content.get(key) or [] if isinstance(c, dict)]
+    entries = [dict(c) for c in cases]
+    validate_datalist({"training": entries}, base_dir=base_dir, allowed_labels=allowed_labels, check_hu=check_hu)
+    return entries
 
 
 def _progress(cases: list) -> Iterable:
