@@ -43,7 +43,6 @@ def gan_scripts():
         import scripts.gan
         import scripts.networks
         import scripts.prepare
-        import scripts.sampling
 
         yield scripts
     finally:
@@ -139,36 +138,96 @@ def test_network_bad_arguments(gan_scripts):
 # ---------------------------------------------------------------- losses and batch helpers
 
 
-def test_gan_losses_match_analytic_values(gan_scripts):
-    gan = gan_scripts.gan
+def test_gan_losses_match_analytic_values():
+    from ctsynth.engines import bce_discriminator_loss, bce_generator_loss
+
     zero = torch.zeros(4, 1)
-    assert math.isclose(gan.discriminator_loss(zero, zero).item(), 2 * math.log(2), rel_tol=1e-6)
-    assert math.isclose(gan.generator_loss(zero).item(), math.log(2), rel_tol=1e-6)
+    assert math.isclose(bce_discriminator_loss(zero, zero).item(), 2 * math.log(2), rel_tol=1e-6)
+    assert math.isclose(bce_generator_loss(zero).item(), math.log(2), rel_tol=1e-6)
     p = 0.8  # D(x) = 0.8 on reals, D(G(z)) = 0.3 on fakes
     real, fake = torch.full((2, 1), math.log(p / (1 - p))), torch.full((2, 1), math.log(0.3 / 0.7))
-    assert math.isclose(gan.discriminator_loss(real, fake).item(), -math.log(0.8) - math.log(0.7), rel_tol=1e-5)
-    assert math.isclose(gan.generator_loss(fake).item(), -math.log(0.3), rel_tol=1e-5)  # non-saturating
-    assert gan.generator_loss(torch.full((1, 1), 1e4)).item() < 1e-6  # no overflow with large logits
+    assert math.isclose(bce_discriminator_loss(real, fake).item(), -math.log(0.8) - math.log(0.7), rel_tol=1e-5)
+    assert math.isclose(bce_generator_loss(fake).item(), -math.log(0.3), rel_tol=1e-5)  # non-saturating
+    assert bce_generator_loss(torch.full((1, 1), 1e4)).item() < 1e-6  # no overflow with large logits
 
 
-def test_prepare_reals_latents_and_gate(gan_scripts):
+def test_discriminator_accuracy_and_trainer_arguments(gan_scripts):
     gan = gan_scripts.gan
-    x = torch.rand(2, 1, 4, 4, 4)
-    assert torch.equal(gan.prepare_reals({"image": x, "label": ["a", "b"]}, "cpu"), x)
-    assert torch.equal(gan.prepare_reals((x, None)), x)
-    with pytest.raises(KeyError, match="batch has no 'image'"):
-        gan.prepare_reals({"img": x})
-    torch.manual_seed(0)
-    z = gan.latent_maker(0.33)(num_latents=2000, latent_size=(256,), device="cpu", non_blocking=False)
-    assert z.shape == (2000, 256) and abs(z.std().item() - 0.33) < 0.01
-    assert gan.make_d_update_gate(None) is None
-    gate = gan.make_d_update_gate(0.7)
-    assert gate(torch.tensor([[1.0]]), torch.tensor([[1.0]])) and not gate(
-        torch.tensor([[1.0]]), torch.tensor([[-1.0]])
+    real, fake = torch.tensor([[2.0], [-1.0]]), torch.tensor([[-3.0], [-0.5]])
+    assert gan.discriminator_accuracy(real, fake) == 0.75
+    g, d = gan_scripts.networks.UNetGenerator3D(32, channels=(4, 8)), gan_scripts.networks.Discriminator3D(32)
+    kwargs = dict(
+        device="cpu", max_epochs=1, train_data_loader=[0], networks={"generator": g, "discriminator": d}, optimizers={}
     )
+    with pytest.raises(ValueError, match=r"d_accuracy_threshold must be in \(0, 1\]"):
+        gan.GaUNetTrainer(d_accuracy_threshold=0.0, **kwargs)
+    with pytest.raises(ValueError, match="d_train_steps must be >= 1"):
+        gan.GaUNetTrainer(d_train_steps=0, **kwargs)
 
 
-# ---------------------------------------------------------------- offline augmentation
+def _reference_trajectory(g, d, batches, threshold, lr=2e-4, betas=(0.5, 0.999)):
+    """The 3DGAUnet iteration written out as a plain loop (as the former MONAI-GanTrainer-based trainer did it):
+    latents -> fakes; D step on reals and detached fakes unless D's batch accuracy >= threshold; fresh latents;
+    G step on D(G(z)) with the non-saturating loss. Returns the (g_loss, d_loss, d_updated) of each iteration."""
+    from ctsynth.engines import bce_discriminator_loss, bce_generator_loss
+
+    opt_g, opt_d = torch.optim.Adam(g.parameters(), lr, betas), torch.optim.Adam(d.parameters(), lr, betas)
+    out = []
+    for reals in batches:
+        fakes = g(torch.randn(reals.shape[0], *g.latent_shape))
+        real_logits, fake_logits = d(reals), d(fakes.detach())
+        d_loss = bce_discriminator_loss(real_logits, fake_logits)
+        acc = ((real_logits > 0).sum() + (fake_logits <= 0).sum()).item() / (2 * reals.shape[0])
+        updated = threshold is None or acc < threshold
+        if updated:
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        fakes = g(torch.randn(reals.shape[0], *g.latent_shape))
+        opt_g.zero_grad()
+        g_loss = bce_generator_loss(d(fakes))
+        g_loss.backward()
+        opt_g.step()
+        out.append((g_loss.item(), d_loss.item(), float(updated)))
+    return out
+
+
+@pytest.mark.parametrize("threshold", [None, 0.7])
+def test_train_step_reproduces_the_reference_loss_trajectory(gan_scripts, threshold):
+    from ignite.engine import Events
+
+    nets = gan_scripts.networks
+    data = [torch.rand(2, 1, 32, 32, 32) for _ in range(4)]
+
+    def fresh():
+        torch.manual_seed(11)
+        return nets.UNetGenerator3D(32, channels=(4, 8, 8)), nets.Discriminator3D(32, channels=(4, 4, 8))
+
+    g, d = fresh()
+    torch.manual_seed(5)
+    expected = _reference_trajectory(g, d, data, threshold)
+    g, d = fresh()
+    opts = {
+        k: torch.optim.Adam(v.parameters(), 2e-4, (0.5, 0.999)) for k, v in (("generator", g), ("discriminator", d))
+    }
+    trainer = gan_scripts.gan.GaUNetTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=[{"image": x} for x in data],
+        networks={"generator": g, "discriminator": d},
+        optimizers=opts,
+        d_accuracy_threshold=threshold,
+    )
+    got = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: got.append(tuple(e.state.output[k] for k in ("g_loss", "d_loss", "d_updated"))),
+    )
+    torch.manual_seed(5)
+    trainer.run()
+    np.testing.assert_allclose(np.array(got), np.array(expected), rtol=1e-5, atol=1e-6)
+    if threshold is not None:
+        assert {u for _, _, u in expected} == {0.0, 1.0}  # the gate both opened and closed in these iterations
 
 
 def test_augmentation_variants_are_the_papers(gan_scripts):
@@ -325,10 +384,12 @@ def test_cube_datalist_missing_names_the_file_and_the_fix(gan_scripts, tmp_path)
     assert load(tmp_path / "cubes" / "datalist.json")[0]["image"] == str(tmp_path / "cubes" / "images" / "a.nii.gz")
 
 
-def test_load_generator_missing_weights_says_how_to_train(gan_scripts, tmp_path):
-    g = gan_scripts.networks.UNetGenerator3D(32, channels=(8, 16, 32))
-    with pytest.raises(FileNotFoundError, match="no trained weights at .*model_tumor.pt; train first with"):
-        gan_scripts.sampling.load_generator(g, tmp_path / "model_tumor.pt")
+def test_inference_without_weights_says_how_to_train(bundle_runner, tmp_path):
+    proc = bundle_runner("pancreas_ct_3dgaunet").run_cli(
+        "inference.json", args=("--ckpt_path", str(tmp_path / "model_tumor.pt")), check=False
+    )
+    assert proc.returncode != 0
+    assert "no checkpoint file at" in proc.stderr and "python -m scripts.checkpoint_selection" in proc.stderr
 
 
 # ---------------------------------------------------------------- metadata and configs
@@ -351,10 +412,11 @@ def test_multi_gpu_overlay_parses(monkeypatch):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     parser.parse()
-    assert parser.get_parsed_content("device") == torch.device("cuda:1")
-    assert parser["gnet"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    expected = torch.device("cuda:1") if torch.cuda.is_available() else torch.device("cpu")
+    assert parser.get_parsed_content("device") == expected
+    assert parser["generator"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert parser["train"]["sampler"]["_target_"] == "DistributedSampler"
-    assert parser["train"]["checkpoint_objects"]["generator"] == "$@gnet.module"
+    assert parser["train"]["checkpointer"]["objects"]["generator"] == "$ctsynth.engines.unwrap(@generator)"
     assert "$import torch.distributed as dist" in parser["imports"] and "$import scripts" in parser["imports"]
     assert any("init_process_group" in s for s in parser["initialize"])
     assert any("destroy_process_group" in s for s in parser["finalize"])
@@ -364,14 +426,15 @@ def test_multi_gpu_overlay_parses(monkeypatch):
 # Configs run in-process through ``monai.bundle.run`` (the function behind ``python -m monai.bundle run``), which saves
 # the interpreter start-up and imports of a subprocess per run; ``test_inference_cli_subprocess`` runs the CLI itself.
 
-TINY = {"network_def#channels": [8, 16, 32], "discriminator_def#channels": [4, 8, 8]}
 
-
-def run_config(config: str, **overrides) -> None:
-    """``monai.bundle.run`` of a config of this bundle (the ``gan_scripts`` fixture puts the bundle on sys.path)."""
+def run_config(config: str | list[str], smoke: bool = True, **overrides) -> None:
+    """``monai.bundle.run`` of configs of this bundle, ``configs/smoke.json`` merged last (the ``gan_scripts``
+    fixture puts the bundle on sys.path)."""
     from monai.bundle import run
 
-    run(config_file=str(CONFIGS / config), meta_file=str(CONFIGS / "metadata.json"), logging_file=False, **overrides)
+    files = [str(CONFIGS / c) for c in ([config] if isinstance(config, str) else config)]
+    files += [str(CONFIGS / "smoke.json")] if smoke else []
+    run(config_file=files, meta_file=str(CONFIGS / "metadata.json"), logging_file=False, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -391,9 +454,7 @@ def cube_dir(tmp_path_factory, gan_scripts):
 def train_run(cube_dir):
     """One epoch of the tumour GAN with tiny networks; checkpoints every epoch."""
     out = cube_dir.parent / "run_tumor"
-    overrides = dict(
-        dataset_dir=str(cube_dir / "tumor"), output_dir=str(out), batch_size=2, num_workers=0, save_interval=1, **TINY
-    )
+    overrides = dict(dataset_dir=str(cube_dir / "tumor"), output_dir=str(out))
     run_config("train.json", max_epochs=1, **overrides)
     return out, overrides
 
@@ -424,11 +485,24 @@ def test_prepare_data_writes_cubes_in_hu_at_1mm(cube_dir):
 def test_train_one_epoch_writes_loadable_checkpoint_and_loss_log(train_run):
     out, _ = train_run
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
-    assert set(state) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    assert set(state) == {
+        "generator",
+        "discriminator",
+        "g_optimizer",
+        "d_optimizer",
+        "trainer",
+        "rng",
+        "network_definitions",
+        "run_info",
+    }
     assert state["trainer"]["iteration"] == 3  # 6 cubes, batch 2
     assert state["generator"]["unet.model.0.conv.weight"].shape == (8, 1, 3, 3, 3)
+    definitions = json.loads(state["network_definitions"])
+    assert definitions["generator"]["_target_"] == "scripts.networks.UNetGenerator3D"
+    assert definitions["generator"]["channels"] == [8, 16, 32] and definitions["discriminator"]["channels"] == [4, 8, 8]
+    assert json.loads(state["run_info"])["model"] == "tumor"
     log = (out / "losses.csv").read_text().splitlines()
-    assert log[0] == "epoch,g_loss,d_loss" and log[1].startswith("1,")
+    assert log[0] == "epoch,g_loss,d_loss,d_accuracy,d_updated" and log[1].startswith("1,")
     assert any((out / "tensorboard").iterdir())
 
 
@@ -440,39 +514,28 @@ def test_train_writes_loss_curves_to_tensorboard(train_run):
     acc = EventAccumulator(str(events[0]))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"g_loss", "d_loss", "d_accuracy", "d_updated"} <= tags
-    assert [e.step for e in acc.Scalars("g_loss")] == [1, 2, 3]  # one point per iteration (6 cubes, batch 2)
+    keys = ("g_loss", "d_loss", "d_accuracy", "d_updated")
+    assert {f"iteration/{k}" for k in keys} | set(keys) <= tags
+    per_iteration = acc.Scalars("iteration/g_loss")
+    assert [e.step for e in per_iteration] == [1, 2, 3]  # one point per iteration (6 cubes, batch 2)
     rows = (out / "losses.csv").read_text().splitlines()
     epoch_mean = float(rows[1].split(",")[1])
-    assert np.mean([e.value for e in acc.Scalars("g_loss")]) == pytest.approx(epoch_mean, rel=1e-5)
+    assert np.mean([e.value for e in per_iteration]) == pytest.approx(epoch_mean, rel=1e-5)
+    assert [(e.step, e.value) for e in acc.Scalars("g_loss")] == [(1, pytest.approx(epoch_mean, rel=1e-6))]
 
 
-def test_train_stats_handler_prints_epoch_losses(gan_scripts, tmp_path, capsys):
-    """train.json's StatsHandler prints the epoch-mean losses (its default prints engine.state.metrics, which a GAN
-    trainer never fills); the printer is built before the StatsHandler, as the config parser does."""
-    from ignite.engine import Engine
+def test_train_prints_epoch_losses_from_state_metrics(train_run, gan_scripts, tmp_path, caplog):
+    """The epoch means of the losses are ignite metrics, so MONAI's StatsHandler prints them unchanged."""
     from monai.bundle import ConfigParser
-    from monai.handlers import StatsHandler
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
-    parser["output_dir"] = str(tmp_path / "run")
-    stats = next(h for h in parser["train"]["handlers"] if isinstance(h, dict) and h["_target_"] == "StatsHandler")
-    assert "epoch_loss_printer(@train#handlers#0" in stats["epoch_print_logger"]
-    handlers = parser.get_parsed_content("train#handlers", instantiate=True)
-    # the printer reads the very EpochLossLogger that writes losses.csv, attached before it (epoch sums complete)
-    assert isinstance(handlers[0], EpochLossLogger)
-    assert handlers[1].epoch_print_logger.__closure__[0].cell_contents is handlers[0]
-
-    outputs = iter([{"g_loss": 1.0, "d_loss": 0.5}, {"g_loss": 3.0, "d_loss": 1.5}])
-    engine = Engine(lambda e, b: next(outputs))
-    logger = EpochLossLogger(tmp_path / "losses.csv", output_keys=("g_loss", "d_loss"))
-    name = f"test_gan_epoch_print_{os.getpid()}"
-    printer = gan_scripts.gan.epoch_loss_printer(logger, name)
-    logger.attach(engine)
-    StatsHandler(name=name, iteration_log=False, epoch_print_logger=printer).attach(engine)
-    engine.run([0, 1], max_epochs=1)
-    assert "Epoch[1] g_loss: 2.0000 d_loss: 1.0000" in capsys.readouterr().out
+    handlers = parser["train"]["handlers"]
+    assert not any("#handlers#" in json.dumps(h) for h in handlers)  # no handler refers to another by position
+    out, overrides = train_run
+    caplog.set_level("INFO")
+    run_config("train.json", max_epochs=1, **dict(overrides, output_dir=str(tmp_path / "run")))
+    assert re.search(r"Epoch\[1\] Metrics -- d_accuracy: \S+ d_loss: \S+ d_updated: \S+ g_loss: \S+", caplog.text)
 
 
 def test_train_resumes_from_latest_checkpoint(train_run, caplog):
@@ -481,7 +544,7 @@ def test_train_resumes_from_latest_checkpoint(train_run, caplog):
     caplog.set_level("INFO")
     # another seed: had epoch 1 been re-run, its loss row would change
     run_config("train.json", max_epochs=2, seed=1, **overrides)
-    assert "Restored all variables from" in caplog.text and "checkpoint_epoch=1.pt" in caplog.text
+    assert "resumed from" in caplog.text and "checkpoint_epoch=1.pt" in caplog.text
     rows = (out / "losses.csv").read_text().splitlines()
     assert rows[1] == first_row and rows[2].startswith("2,") and len(rows) == 3
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
@@ -495,13 +558,19 @@ def test_checkpoint_selection_cli_exports_generator(gan_scripts, tmp_path):
         logger.write_row(epoch, {"g_loss": 1.0 + 0.01 * (epoch % 3) + (5.0 if epoch >= 63 else 0.0), "d_loss": 1.0})
     for epoch in (20, 40, 60, 80, 100):
         save_checkpoint(
-            {"generator": {"w": torch.full((1,), float(epoch))}, "trainer": {"epoch": epoch}},
+            {
+                "generator": {"w": torch.full((1,), float(epoch))},
+                "trainer": {"epoch": epoch},
+                "network_definitions": '{"generator": {"_target_": "scripts.networks.UNetGenerator3D"}}',
+                "run_info": '{"model": "tumor"}',
+            },
             run / "checkpoints" / f"checkpoint_epoch={epoch}.pt",
         )
     record = gan_scripts.checkpoint_selection.select_and_export(run, out=tmp_path / "models" / "model_tumor.pt")
     assert (record["epoch"], record["blowup_epoch"]) == (60, 63)
     exported = torch.load(tmp_path / "models" / "model_tumor.pt", weights_only=True)
-    assert set(exported) == {"generator"} and exported["generator"]["w"].item() == 60.0
+    assert set(exported) == {"generator", "network_definitions", "run_info"}  # inference rebuilds from this file
+    assert exported["generator"]["w"].item() == 60.0
     assert json.loads((run / "selection.json").read_text())["epoch"] == 60
 
 
@@ -522,13 +591,16 @@ def test_inference_writes_deterministic_cubes_in_hu(train_run):
     out, _ = train_run
     ckpt = out / "checkpoints" / "checkpoint_epoch=1.pt"
     samples = out.parent / "samples"
-    common = {"ckpt_path": str(ckpt), "num_samples": 3, "network_def#channels": [8, 16, 32]}
-    run_config("inference.json", output_dir=str(samples / "a"), batch_size=2, **common)
+    common = {"ckpt_path": str(ckpt), "num_samples": 3}  # no architecture override: the checkpoint has it
+    run_config("inference.json", output_dir=str(samples / "a"), batch_size=2, num_previews=3, **common)
     arrays = _check_samples(samples / "a", 3)
     assert not np.array_equal(arrays[0], arrays[1])
     index = json.loads((samples / "a" / "samples.json").read_text())
-    assert index["num_samples"] == 3 and len(index["previews"]) == 3
-    assert all((samples / "a" / p).is_file() for p in index["previews"])
+    assert index["num_samples"] == 3 and [r["image"] for r in index["samples"]] == [
+        f"tumor_{i:04d}.nii.gz" for i in range(3)
+    ]
+    assert index["run_info"]["model"] == "tumor" and index["run_info"]["checkpoint"] == str(ckpt)
+    assert len(list((samples / "a" / "previews").glob("*.png"))) == 3
     # same seed, another batch size: sample i is identical (its noise depends on (seed, i) only)
     run_config("inference.json", output_dir=str(samples / "b"), batch_size=3, num_previews=0, **common)
     for a, b in zip(arrays, _check_samples(samples / "b", 3), strict=True):
@@ -552,8 +624,6 @@ def test_inference_cli_subprocess(train_run):
         str(dest),
         "--num_previews",
         "1",
-        "--network_def#channels",
-        "[8,16,32]",
     )
     assert len(_check_samples(dest, 2)) == 2 and (dest / "previews" / "tumor_0000.png").is_file()
 
@@ -570,7 +640,7 @@ def test_config_properties(cube_dir, tmp_path):
         output_dir=str(tmp_path / "run"),
         num_workers=0,
         cache_rate=0.0,
-        **{"network_def#channels": [8, 16, 32]},
+        **{"generator_channels": [8, 16, 32]},
     )
     train.initialize()
     assert train.check_properties() == []
@@ -580,6 +650,7 @@ def test_config_properties(cube_dir, tmp_path):
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=False,
         workflow_type="infer",
+        ckpt_path=str(cube_dir.parent / "run_tumor" / "checkpoints" / "checkpoint_epoch=1.pt"),
     )
     infer.initialize()
     assert infer.check_properties() == []
@@ -588,20 +659,62 @@ def test_config_properties(cube_dir, tmp_path):
 def test_pancreas_model_and_3dgan_baseline_train(cube_dir):
     """``--model pancreas`` switches to 64^3 cubes; the baseline overlay swaps in the 3D-GAN networks."""
     out = cube_dir.parent / "run_pancreas"
-    common = dict(output_dir=str(out), max_epochs=1, batch_size=3, num_workers=0, save_interval=1)
-    run_config("train.json", model="pancreas", dataset_dir=str(cube_dir / "pancreas"), **common, **TINY)
+    common = dict(output_dir=str(out), batch_size=3)
+    run_config("train.json", model="pancreas", dataset_dir=str(cube_dir / "pancreas"), **common)
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert state["discriminator"]["head.weight"].shape == (1, 8 * 7**3)  # 64 -> 31 -> 15 -> 7
-    from monai.bundle import run
-
     base = cube_dir.parent / "run_baseline"
-    run(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "baseline_3dgan.json")],
-        logging_file=False,
-        meta_file=str(CONFIGS / "metadata.json"),
-        dataset_dir=str(cube_dir / "tumor"),
-        **dict(common, output_dir=str(base)),
-        **{"network_def#channels": [16, 8, 8, 4], "discriminator_def#channels": [4, 8, 8, 8]},
+    run_config(
+        ["train.json", "baseline_3dgan.json"], dataset_dir=str(cube_dir / "tumor"), **dict(common, output_dir=str(base))
     )
     state = torch.load(base / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert state["generator"]["net.0.weight"].shape == (256, 16, 4, 4, 4)  # ConvTranspose3d from z (256)
+
+
+def test_inference_refuses_another_model_kind_and_an_existing_folder(train_run, gan_scripts):
+    out, _ = train_run
+    ckpt = str(out / "checkpoints" / "checkpoint_epoch=1.pt")
+    with pytest.raises(RuntimeError) as info:
+        run_config("inference.json", ckpt_path=ckpt, model="pancreas", output_dir=str(out.parent / "p"))
+    assert "trained with model='tumor', but this run asks for model='pancreas'" in str(info.value.__cause__)
+    dest = out.parent / "samples_twice"
+    run_config("inference.json", ckpt_path=ckpt, output_dir=str(dest))
+    with pytest.raises(RuntimeError) as info:
+        run_config("inference.json", ckpt_path=ckpt, output_dir=str(dest))
+    assert "already holds files; pass --overwrite true" in str(info.value.__cause__)
+    run_config("inference.json", ckpt_path=ckpt, output_dir=str(dest), overwrite=True, num_samples=1)
+    assert [p.name for p in dest.glob("*.nii.gz")] == ["tumor_0000.nii.gz"]
+
+
+def test_bf16_training_step_through_the_config_switch(cube_dir, tmp_path):
+    run_config("train.json", dataset_dir=str(cube_dir / "tumor"), output_dir=str(tmp_path / "bf16"), amp="bf16")
+    log = (tmp_path / "bf16" / "losses.csv").read_text().splitlines()
+    assert len(log) == 2 and all(math.isfinite(float(v)) for v in log[1].split(",")[1:])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_with_the_d_gate(cube_dir, tmp_path):
+    """torchrun, 2 CPU processes (gloo), D gate on: training finishes, both ranks hold the same weights (G and D), and
+    only rank 0 writes checkpoints and logs."""
+    out = tmp_path / "ddp"
+    dump = (
+        "$torch.save({k: v.detach().clone() for net in (@generator, @discriminator) "
+        "for k, v in ctsynth.engines.unwrap(net).named_parameters()}, "
+        f"'{tmp_path}/rank' + str(dist.get_rank()) + '.pt')"
+    )
+    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in ("train.json", "multi_gpu_train.json", "smoke.json")) + "]"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(cube_dir / "tumor"),
+           "--output_dir", str(out), "--max_epochs", "2", "--d_accuracy_threshold", "0.7",
+           "--finalize", json.dumps([dump, "$dist.is_initialized() and dist.destroy_process_group()"])]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # parameters are equal; BatchNorm running statistics are local (DDP broadcasts rank 0's at each forward)
+    assert w0.keys() == w1.keys() and [k for k in w0 if not torch.equal(w0[k], w1[k])] == []
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+    assert len(list((out / "tensorboard").glob("events.*"))) == 1  # one writer: rank 0
+    assert (out / "losses.csv").read_text().splitlines()[0] == "epoch,g_loss,d_loss,d_accuracy,d_updated"
+    state = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 4  # 6 cubes over 2 ranks, batch 2: 2 iterations per epoch
