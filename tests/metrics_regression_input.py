@@ -19,7 +19,7 @@ FAST_METRICS = [
 ]  # fmt: skip
 PRETRAINED_METRICS = ["fid3d_medicalnet", "fid25d_radimagenet", "fid2d_slices", "mmd_gaussian", "is", "prdc"]
 # options that reproduce the recorded behaviour (later defaults changed: body-mask histograms, shifted-copy search)
-LEGACY: dict = {}
+LEGACY = {"hist_body_mask": False, "memorisation_max_shift": 0}
 
 
 def write_inputs(root: Path) -> Path:
