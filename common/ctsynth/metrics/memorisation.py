@@ -95,7 +95,8 @@ class _ShiftedNCC:
         self.spatial = tuple(int(s) for s in spatial)
         self.limits = shift_limits(self.spatial, max_shift)
         self.padded = tuple(s + m for s, m in zip(self.spatial, self.limits, strict=True))
-        self.index = [torch.as_tensor([t % p for t in range(-m, m + 1)]) for m, p in zip(self.limits, self.padded, strict=True)]
+        pairs = zip(self.limits, self.padded, strict=True)
+        self.index = [torch.as_tensor([t % p for t in range(-m, m + 1)]) for m, p in pairs]
         counts = [torch.as_tensor([s - abs(t) for t in range(-m, m + 1)], dtype=torch.float64)
                   for s, m in zip(self.spatial, self.limits, strict=True)]  # fmt: skip
         self.n = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
