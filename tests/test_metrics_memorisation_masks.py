@@ -98,7 +98,7 @@ def test_compare_label_volumes_matches_scipy():
 
 
 def _shifted_copy(rng, shift=(3, 2, 0), size=32):
-    """A training crop and a synthetic crop that repeats it 3 and 2 voxels off (overlap 85 %), fresh texture elsewhere."""
+    """A training crop and a synthetic crop repeating it 3 and 2 voxels off (overlap 85 %), fresh texture elsewhere."""
     train = np.stack([ndimage.gaussian_filter(rng.normal(size=(size,) * 3), 1.5) for _ in range(3)])
     syn = np.stack([ndimage.gaussian_filter(rng.normal(size=(size,) * 3), 1.5) for _ in range(3)])
     sx, sy, sz = shift

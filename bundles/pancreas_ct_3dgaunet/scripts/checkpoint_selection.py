@@ -13,11 +13,11 @@ Usage (from the bundle folder)::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from ctsynth.data.io import write_json_atomic
 from ctsynth.engines import load_checkpoint, save_checkpoint, select_checkpoint
 
 __all__ = ["select_and_export", "main"]
@@ -81,7 +81,7 @@ def select_and_export(
         if "generator" not in state:
             raise KeyError(f"{choice.path}: no 'generator' entry (it has {sorted(state)})")
         record["exported"] = str(save_checkpoint({"generator": state["generator"]}, out))
-    (run_dir / "selection.json").write_text(json.dumps(record, indent=2))
+    write_json_atomic(record, run_dir / "selection.json")
     return record
 
 

@@ -4,7 +4,6 @@ with PNG previews of the first few.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctsynth.data.io import save_volume
+from ctsynth.data.io import save_volume, write_json_atomic
 from ctsynth.engines.checkpoints import load_checkpoint
 from ctsynth.engines.seeding import seeded_noise
 from ctsynth.transforms.intensity import unwindow_hu
@@ -129,7 +128,7 @@ class CubeSampler:
             "files": [p.name for p in written],
             "previews": [str(p.relative_to(self.output_dir)) for p in previews],
         }
-        (self.output_dir / "samples.json").write_text(json.dumps(index, indent=2))
+        write_json_atomic(index, self.output_dir / "samples.json")
         return written
 
     def _previews(self, paths: Sequence[Path]) -> list[Path]:
