@@ -95,3 +95,50 @@ def test_compare_label_volumes_matches_scipy():
     assert out["ks"] == pytest.approx(stats.ks_2samp(r, s).statistic)
     assert out["wasserstein_ml"] == pytest.approx(stats.wasserstein_distance(r, s))
     assert out["real_empty_fraction"] == 0.25 and out["synthetic_empty_fraction"] == pytest.approx(2 / 3)
+
+
+def _shifted_copy(rng, shift=(3, 2, 0), size=32):
+    """A training crop and a synthetic crop repeating it 3 and 2 voxels off (overlap 85 %), fresh texture elsewhere."""
+    train = np.stack([ndimage.gaussian_filter(rng.normal(size=(size,) * 3), 1.5) for _ in range(3)])
+    syn = np.stack([ndimage.gaussian_filter(rng.normal(size=(size,) * 3), 1.5) for _ in range(3)])
+    sx, sy, sz = shift
+    syn[0, sx:, sy:, sz:] = train[1, : size - sx, : size - sy, : size - sz]
+    return train.astype(np.float32), syn.astype(np.float32)
+
+
+def test_memorisation_finds_a_shifted_copy():
+    train, syn = _shifted_copy(np.random.default_rng(5))
+    assert (32 - 3) * (32 - 2) * 32 / 32**3 >= 0.8
+
+    def audit(max_shift):
+        return memorisation_audit(None, None, lambda i: syn[i], 3, lambda i: train[i], 3, max_shift=max_shift)
+
+    aligned = audit(0)
+    assert aligned["likely_copies"] == []  # the aligned NCC (the audit before shifts were searched) misses it
+    found = audit(4)
+    assert found["likely_copies"] == [0] and found["per_sample"]["voxel_nn_index"][0] == 1
+    assert found["per_sample"]["voxel_ncc"][0] == pytest.approx(1.0, abs=1e-6)
+    assert [found["per_sample"][f"voxel_nn_shift_{a}"][0] for a in "xyz"] == [3, 2, 0]
+    assert found["per_sample"]["voxel_ncc"][1:].max() < 0.5 and found["protocol"]["max_shift"] == 4
+
+
+def test_shifted_ncc_equals_brute_force_over_the_overlap():
+    rng = np.random.default_rng(0)
+    q, r = rng.normal(size=(2, 10, 9, 8)), rng.normal(size=(3, 10, 9, 8))
+    ncc, idx, _, shift = max_ncc_blockwise(
+        lambda i: q[i], 2, lambda i: r[i], 3, flip_axes=(), max_shift=2, return_shifts=True
+    )
+
+    def overlap(t, n):
+        return slice(max(0, t), n + min(0, t)), slice(max(0, -t), n - max(0, t))
+
+    for i in range(2):
+        best = (-2.0, None, None)
+        for j in range(3):
+            for t in np.ndindex(5, 5, 5):
+                t = tuple(int(v) - 2 for v in t)
+                (qa, ra), (qb, rb), (qc, rc) = (overlap(t[k], q.shape[1 + k]) for k in range(3))
+                c = np.corrcoef(q[i][qa, qb, qc].ravel(), r[j][ra, rb, rc].ravel())[0, 1]
+                if c > best[0]:
+                    best = (c, j, t)
+        assert ncc[i] == pytest.approx(best[0], abs=1e-6) and idx[i] == best[1] and tuple(shift[i]) == best[2]

@@ -158,7 +158,9 @@ def evaluate(real: str, synthetic: str, out: str, metrics: Any = None, **kwargs:
         synthetic: folder of NIfTI volumes.
         out: output folder.
         metrics: metric names (comma-separated or a list); default: the full suite.
-        kwargs: further options of :func:`ctsynth.metrics.suite.evaluate`.
+        kwargs: fields of :class:`ctsynth.metrics.options.EvaluationOptions` as flags (``--window``,
+            ``--resize_to``, ``--max_volumes``, ``--hist_body_mask``, ``--memorisation_max_shift``, ...). Flags on
+            untrained or random-weight features and geometry mismatches between the sets are printed as warnings.
 
     Returns:
         Path of ``metrics.json``.

@@ -14,7 +14,6 @@ NumPy (same definitions as scikit-learn's ``roc_curve``/``roc_auc_score``/``aver
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -29,6 +28,7 @@ from monai.transforms import MapTransform, RandomizableTransform, Rotate
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
+from ctsynth.data.io import write_json_atomic
 from ctsynth.metrics.features.f3d import C3DClassifierBackbone
 
 __all__ = [
@@ -437,7 +437,7 @@ class BinaryClassificationReport:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         summary = classification_summary(self.labels, self.probs, self.threshold)
         summary["epoch"] = int(getattr(engine.state, "epoch", 0) or 0)
-        (self.output_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
+        write_json_atomic(json_safe(summary), self.output_dir / "metrics.json")
         with open(self.output_dir / "predictions.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "label", "prob_pdac"])

@@ -430,7 +430,7 @@ def summarize_study(
         result["configs"][exp] = cfg
     result = json_safe(result)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(result, out / "comparison.json")
     write_table(
         _comparison_rows(result),
         COMPARISON_COLUMNS,
@@ -581,5 +581,5 @@ def write_run_counts(run_data: Mapping[str, Any], run_dir: str | os.PathLike) ->
     """Write the class counts of one run (train, synthetic part, validation, test) to ``<run_dir>/counts.json``."""
     path = Path(run_dir) / "counts.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(run_data["counts"]), indent=2))
+    write_json_atomic(dict(run_data["counts"]), path)
     return path

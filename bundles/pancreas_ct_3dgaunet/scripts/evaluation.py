@@ -7,12 +7,16 @@ and 6.3) and are always labelled ``(paper)``; nothing here computes them.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ctsynth.data.io import atomic_write, write_json_atomic
+from ctsynth.metrics.options import EvaluationOptions
 
 __all__ = [
     "PAPER_TABLE1",
@@ -99,16 +103,6 @@ def table_to_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _strict_json(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict_json(v) for v in obj]
-    return obj
-
-
 def write_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
@@ -137,15 +131,20 @@ def write_table(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv", "json": out / f"{name}.json"}
-    paths["md"].write_text(table_to_markdown(rows, columns, title, notes, digits))
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    markdown = table_to_markdown(rows, columns, title, notes, digits)
+    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(markdown))
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+
+    atomic_write(paths["csv"], write_csv)
     payload = {"title": title, "columns": list(columns), "rows": [dict(r) for r in rows], "notes": list(notes)}
     payload.update(extra or {})
-    paths["json"].write_text(json.dumps(_strict_json(payload), indent=2))
+    write_json_atomic(payload, paths["json"])  # NaN -> null, NumPy values -> numbers
     return paths
 
 
@@ -235,8 +234,8 @@ class PaperEvaluation:
             docs/evaluation.md: real 64^3 tumour-site cubes).
         metrics: suite metrics of Tables 1-2 runs (must include the paper's five for a full table).
         blend_metrics: suite metrics of Table 3 runs.
-        suite_kwargs: options passed to every suite run (``window``, ``feature_weights``, ``allow_random_weights``,
-            ``max_volumes``, ``extractor_kwargs``, ``device``, ...).
+        suite_options: the :class:`~ctsynth.metrics.options.EvaluationOptions` of every suite run (or a mapping of
+            its fields: ``window``, ``feature_weights``, ``allow_random_weights``, ``max_volumes``, ...).
     """
 
     def __init__(
@@ -247,7 +246,7 @@ class PaperEvaluation:
         blend_reference: str | os.PathLike | None = None,
         metrics: Sequence[str] = PAPER_METRICS,
         blend_metrics: Sequence[str] = ("fid2d_slices",),
-        suite_kwargs: Mapping[str, Any] | None = None,
+        suite_options: EvaluationOptions | Mapping[str, Any] | None = None,
     ) -> None:
         for s in sets:
             missing = [k for k in ("tissue", "model", "real", "synthetic") if k not in s]
@@ -263,12 +262,12 @@ class PaperEvaluation:
         self.blend_reference = blend_reference
         self.metrics = list(metrics)
         self.blend_metrics = list(blend_metrics)
-        self.suite_kwargs = dict(suite_kwargs or {})
+        self.suite_options = EvaluationOptions.from_kwargs(suite_options)
 
     def _evaluate(self, real: Any, synthetic: Any, out: Path, metrics: Sequence[str]) -> dict[str, Any]:
         from ctsynth.metrics.suite import evaluate
 
-        path = evaluate(real=real, synthetic=synthetic, out=out, metrics=list(metrics), **self.suite_kwargs)
+        path = evaluate(real=real, synthetic=synthetic, out=out, metrics=list(metrics), options=self.suite_options)
         return json.loads(Path(path).read_text())
 
     def run(self) -> dict[str, Path]:
@@ -306,7 +305,8 @@ class PaperEvaluation:
         def _notes(table: str, skipped: list[str]) -> list[str]:
             return [PAPER_NOTE, *skipped] + ([RANDOM_WEIGHTS_NOTE] if random_in[table] else [])
 
-        extra = {"random_weights_used": flags, "suite_kwargs": {k: str(v) for k, v in self.suite_kwargs.items()}}
+        options = {k: str(v) for k, v in dataclasses.asdict(self.suite_options).items()}
+        extra = {"random_weights_used": flags, "suite_options": options}
         paper1 = _paper_rows(PAPER_TABLE1, ("Tissue", "Model"))
         paper2 = _paper_rows(PAPER_TABLE2, ("Tissue", "Model"))
         paper3 = _paper_rows(PAPER_TABLE3, ("Blending Methods",))
@@ -377,6 +377,5 @@ def reference_set(kind_dir: str | os.PathLike, out_dir: str | os.PathLike) -> st
     if not originals:
         raise ValueError(f"{datalist}: no unaugmented ('orig') cube listed.")
     out = Path(out_dir) / f"reference_{kind.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"description": f"unaugmented real {kind.name} cubes", "training": originals}, indent=2))
+    write_json_atomic({"description": f"unaugmented real {kind.name} cubes", "training": originals}, out)
     return str(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -17,7 +16,15 @@ from ctsynth.blending.placement import prepare_inputs
 from ctsynth.blending.poisson import blend_poisson
 from ctsynth.blending.result import BlendResult, to_label_map
 from ctsynth.blending.style import blend_style_refined
-from ctsynth.data.io import is_nifti_file, load_volume, nifti_stem, save_volume, spacing_from_affine
+from ctsynth.data.io import (
+    is_nifti_file,
+    list_volumes,
+    load_volume,
+    nifti_stem,
+    save_volume,
+    spacing_from_affine,
+    write_json_atomic,
+)
 
 __all__ = ["BLEND_METHODS", "blend_folders", "blend_tumor", "list_nifti"]
 
@@ -69,10 +76,9 @@ def list_nifti(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: folder not found")
-    files = sorted(p for p in folder.iterdir() if is_nifti_file(p))
-    if not files:
+    if not any(is_nifti_file(p) for p in folder.iterdir()):
         raise ValueError(f"{folder}: no NIfTI files (*.nii, *.nii.gz)")
-    return files
+    return list_volumes(folder, exclude_pattern=None)
 
 
 def blend_folders(
@@ -179,5 +185,5 @@ def blend_folders(
         )
     options = {k: v if isinstance(v, int | float | str | bool | None) else repr(v) for k, v in kwargs.items()}
     info = {"method": method, "hu_window": None if hu_window is None else list(hu_window), "options": options}
-    (out_dir / "blend_manifest.json").write_text(json.dumps({**info, "pairs": manifest}, indent=2))
+    write_json_atomic({**info, "pairs": manifest}, out_dir / "blend_manifest.json")
     return written

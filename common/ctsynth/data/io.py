@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,19 +17,25 @@ import nibabel as nib
 import numpy as np
 
 __all__ = [
+    "DEFAULT_EXCLUDE_PATTERN",
     "NIFTI_SUFFIXES",
     "atomic_directory",
     "atomic_write",
+    "datalist_image_entries",
     "is_nifti_file",
+    "list_volumes",
     "load_volume",
     "nifti_stem",
     "require_finite",
     "save_volume",
     "spacing_from_affine",
+    "to_json_safe",
     "write_json_atomic",
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# file stems skipped by list_volumes in image folders: label maps written next to the images.
+DEFAULT_EXCLUDE_PATTERN = r"(^|[_.-])(label|labels|mask|masks|seg)([_.-]|$)"
 
 
 def is_nifti_file(path: str | os.PathLike) -> bool:
@@ -47,6 +55,55 @@ def nifti_stem(path: str | os.PathLike) -> str:
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]
     return path.stem
+
+
+def list_volumes(source: str | os.PathLike, exclude_pattern: str | None = DEFAULT_EXCLUDE_PATTERN) -> list[Path]:
+    """NIfTI files of a folder (sorted; hidden and label-like names excluded), or the image entries of a datalist JSON.
+
+    Args:
+        source: a folder of ``.nii``/``.nii.gz`` files; a datalist / MSD ``dataset.json`` file; or a folder holding
+            no NIfTI files but a ``datalist.json`` / ``dataset.json``.
+        exclude_pattern: regex searched in each file stem; matching files are skipped (folders only; None keeps all).
+
+    Returns:
+        The volume paths (datalist entries in training, validation, testing order).
+
+    Raises:
+        FileNotFoundError: when the source does not exist or a datalist lists a missing file.
+        ValueError: when it holds no volumes.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: not found")
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if is_nifti_file(p))
+        if exclude_pattern:
+            files = [p for p in files if not re.search(exclude_pattern, nifti_stem(p), flags=re.IGNORECASE)]
+        if files:
+            return files
+        if not any((src / n).is_file() for n in ("datalist.json", "dataset.json")):
+            raise ValueError(f"{src}: no NIfTI volumes (.nii/.nii.gz) and no datalist.json/dataset.json found")
+    return [Path(e["image"]) for e in datalist_image_entries(src)]
+
+
+def datalist_image_entries(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The entries with an ``image`` of a datalist's training, validation and testing lists (files checked).
+
+    Raises:
+        ValueError: when there is no such entry.
+        FileNotFoundError: when a listed image is missing (the message names the datalist and one missing file).
+    """
+    from ctsynth.data.datalist import load_datalist
+
+    data = load_datalist(path)
+    entries = [e for key in ("training", "validation", "testing") for e in data.get(key, []) if isinstance(e, dict)]
+    entries = [e for e in entries if "image" in e]
+    if not entries:
+        raise ValueError(f"{path}: the datalist has no 'image' entries in training/validation/testing")
+    missing = [e["image"] for e in entries if not Path(e["image"]).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path}: {len(missing)} listed image(s) missing, e.g. {missing[0]}")
+    return entries
 
 
 def load_volume(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -210,9 +267,35 @@ def _current_umask() -> int:
     return mask
 
 
+def to_json_safe(value: Any, nan: Any = None) -> Any:
+    """``value`` with everything JSON cannot hold converted: NumPy scalars and arrays to Python numbers and lists,
+    torch tensors likewise, paths to strings, tuples and sets to lists, mapping keys to strings; NaN to ``nan``
+    (default ``None``, i.e. ``null``) and +-infinity to the strings ``"inf"`` / ``"-inf"`` (strict JSON has neither).
+    """
+    if isinstance(value, dict):
+        return {str(k): to_json_safe(v, nan) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_safe(v, nan) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json_safe(value.tolist(), nan)
+    if type(value).__module__ == "torch" and hasattr(value, "tolist"):
+        return to_json_safe(value.tolist(), nan)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return nan if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
 def write_json_atomic(data: Any, path: str | os.PathLike, indent: int = 2) -> Path:
-    """Write ``data`` as JSON (with a final newline) through :func:`atomic_write`."""
-    text = json.dumps(data, indent=indent) + "\n"
+    """Write ``data`` as strict JSON (with a final newline) through :func:`atomic_write`.
+
+    ``data`` goes through :func:`to_json_safe` first: NumPy/torch values become numbers and lists, paths strings,
+    NaN ``null`` and infinities ``"inf"`` / ``"-inf"``.
+    """
+    text = json.dumps(to_json_safe(data), indent=indent, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 

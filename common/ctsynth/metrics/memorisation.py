@@ -8,8 +8,10 @@ training sample in two spaces:
   distribution, ~0 for a copy);
 * **voxel space** -- normalised cross-correlation (Pearson correlation over all voxels) with every training volume,
   maximised over the training set, also against the synthetic volume mirrored along ``flip_axes`` (default: the
-  left-right axis x, so a mirrored copy is still caught). Computed block-wise: both sets are read ``chunk_size`` volumes
-  at a time, so neither needs to be in memory.
+  left-right axis x, so a mirrored copy is still caught), and over every integer shift of up to ``max_shift`` voxels
+  per axis (correlation over the overlap of the shifted pair, by FFT cross-correlation), so a crop of a training
+  volume taken a few voxels off is still caught. Computed block-wise: both sets are read ``chunk_size`` volumes at a
+  time, so neither needs to be in memory.
 
 A sample is listed as a likely copy when ``voxel_ncc >= ncc_threshold`` (default 0.95) or ``ratio <= ratio_threshold``
 (default 0.2). The same statistics among training samples (leave-one-out) are reported for context: if real scans
@@ -25,7 +27,13 @@ import torch
 
 from ctsynth.metrics.distances import pairwise_distances
 
-__all__ = ["feature_nearest_neighbours", "leave_one_out_nn_distances", "max_ncc_blockwise", "memorisation_audit"]
+__all__ = [
+    "feature_nearest_neighbours",
+    "leave_one_out_nn_distances",
+    "max_ncc_blockwise",
+    "memorisation_audit",
+    "shift_limits",
+]
 
 VolumeLoader = Callable[[np.ndarray], np.ndarray]
 
@@ -69,6 +77,69 @@ def _zscore_rows(x: np.ndarray) -> torch.Tensor:
     return t / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
+def shift_limits(spatial: Sequence[int], max_shift: int) -> tuple[int, ...]:
+    """Per-axis shift limit: ``max_shift`` capped at a quarter of the edge (the overlap stays >= 42 % of the volume)."""
+    return tuple(min(int(max_shift), int(s) // 4) for s in spatial)
+
+
+class _ShiftedNCC:
+    """Pearson correlation of two volume sets maximised over integer shifts, from FFT cross-correlations.
+
+    For a shift ``t`` the correlation is taken over the overlap ``O_t`` of ``q(x + t)`` and ``r(x)`` only:
+    ``(S_qr - S_q S_r / n) / sqrt((S_qq - S_q^2 / n)(S_rr - S_r^2 / n))``, where ``S_qr`` is the cross-correlation of
+    the zero-padded volumes and ``S_q``, ``S_qq`` (``S_r``, ``S_rr``) are those of ``q``, ``q^2`` (``r``, ``r^2``) with
+    the other volume's support; padding each axis by its shift limit keeps the circular FFT free of wrap-around.
+    """
+
+    def __init__(self, spatial: Sequence[int], max_shift: int) -> None:
+        self.spatial = tuple(int(s) for s in spatial)
+        self.limits = shift_limits(self.spatial, max_shift)
+        self.padded = tuple(s + m for s, m in zip(self.spatial, self.limits, strict=True))
+        pairs = zip(self.limits, self.padded, strict=True)
+        self.index = [torch.as_tensor([t % p for t in range(-m, m + 1)]) for m, p in pairs]
+        counts = [torch.as_tensor([s - abs(t) for t in range(-m, m + 1)], dtype=torch.float64)
+                  for s, m in zip(self.spatial, self.limits, strict=True)]  # fmt: skip
+        self.n = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+        self.ones = self._fft(torch.ones((1, *self.spatial), dtype=torch.float32))
+
+    def _fft(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfftn(x, s=self.padded, dim=(-3, -2, -1))
+
+    def _shifts(self, spectrum: torch.Tensor) -> torch.Tensor:
+        c = torch.fft.irfftn(spectrum, s=self.padded, dim=(-3, -2, -1))
+        return c[..., self.index[0], :, :][..., self.index[1], :][..., self.index[2]]
+
+    def prepare(self, volumes: np.ndarray, as_query: bool) -> dict[str, torch.Tensor]:
+        """Spectra and windowed sums of ``(B, *spatial)`` volumes (each centred on its mean first, for accuracy)."""
+        v = torch.as_tensor(np.ascontiguousarray(volumes), dtype=torch.float64)
+        v = (v - v.mean(dim=(-3, -2, -1), keepdim=True)).float()  # centred: float32 sums stay accurate
+        f, f2 = self._fft(v), self._fft(v * v)
+        # as query: sums of q(x + t) over x in the reference's support; as reference: of r(x) over the query's.
+        pair = (lambda a: a * self.ones.conj()) if as_query else (lambda a: self.ones * a.conj())
+        return {"fft": f, "sum": self._shifts(pair(f)).double(), "sumsq": self._shifts(pair(f2)).double()}
+
+    def max_over_shifts(self, q: dict[str, torch.Tensor], r: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``(max_ncc, argmax shift index)`` of every (query, reference) pair: shapes ``(Q, R)``."""
+        best, arg = [], []
+        for i in range(q["fft"].shape[0]):
+            cross = self._shifts(q["fft"][i : i + 1] * r["fft"].conj()).double()  # (R, shifts...)
+            sq, sqq = q["sum"][i : i + 1], q["sumsq"][i : i + 1]
+            num = cross - sq * r["sum"] / self.n
+            var = (sqq - sq * sq / self.n).clamp_min(0.0) * (r["sumsq"] - r["sum"] ** 2 / self.n).clamp_min(0.0)
+            ncc = torch.where(var > 1e-12, num / var.clamp_min(1e-300).sqrt(), torch.zeros_like(num)).clamp(-1.0, 1.0)
+            val, idx = ncc.reshape(ncc.shape[0], -1).max(dim=1)
+            best.append(val)
+            arg.append(idx)
+        return torch.stack(best), torch.stack(arg)
+
+    def shift_of(self, flat_index: int) -> tuple[int, int, int]:
+        """The shift ``(tx, ty, tz)`` of a flat index of :meth:`max_over_shifts`."""
+        sizes = [2 * m + 1 for m in self.limits]
+        i, rest = divmod(int(flat_index), sizes[1] * sizes[2])
+        j, k = divmod(rest, sizes[2])
+        return i - self.limits[0], j - self.limits[1], k - self.limits[2]
+
+
 def max_ncc_blockwise(
     load_query: VolumeLoader,
     n_query: int,
@@ -77,7 +148,9 @@ def max_ncc_blockwise(
     chunk_size: int = 16,
     flip_axes: Sequence[int] = (0,),
     exclude_self: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    max_shift: int = 0,
+    return_shifts: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Max Pearson correlation over voxels of each query volume against all reference volumes, block by block.
 
     Args:
@@ -88,10 +161,19 @@ def max_ncc_blockwise(
         chunk_size: volumes per block.
         flip_axes: spatial axes along which mirrored query volumes are also compared (``()`` for none).
         exclude_self: skip ``i == j`` (leave-one-out when query and reference are the same set).
+        max_shift: also maximise over integer shifts of up to this many voxels per axis (capped at a quarter of each
+            edge; :func:`shift_limits`), the correlation taken over the overlap; 0: aligned volumes only.
+        return_shifts: also return the ``(n_query, 3)`` best shift (query voxel ``x + t`` matches reference ``x``).
 
     Returns:
-        ``(max_ncc, reference_index, flip_axis)`` per query volume; ``flip_axis`` is -1 for the unflipped volume.
+        ``(max_ncc, reference_index, flip_axis)`` per query volume (``flip_axis`` -1 for the unflipped volume), and the
+        best shifts when ``return_shifts``.
     """
+    if max_shift > 0:
+        return _max_ncc_shifted(
+            load_query, n_query, load_reference, n_reference, chunk_size, flip_axes, exclude_self, max_shift,
+            return_shifts,
+        )  # fmt: skip
     best = np.full(n_query, -np.inf, dtype=np.float64)
     best_idx = np.full(n_query, -1, dtype=np.int64)
     best_flip = np.full(n_query, -1, dtype=np.int64)
@@ -115,6 +197,52 @@ def max_ncc_blockwise(
             best[q_idx[better]] = val[better]
             best_idx[q_idx[better]] = r_idx[arg[better] % len(r_idx)]
             best_flip[q_idx[better]] = np.asarray(variants)[arg[better] // len(r_idx)]
+    if return_shifts:
+        return best, best_idx, best_flip, np.zeros((n_query, 3), dtype=np.int64)
+    return best, best_idx, best_flip
+
+
+def _max_ncc_shifted(
+    load_query: VolumeLoader,
+    n_query: int,
+    load_reference: VolumeLoader,
+    n_reference: int,
+    chunk_size: int,
+    flip_axes: Sequence[int],
+    exclude_self: bool,
+    max_shift: int,
+    return_shifts: bool,
+) -> tuple[np.ndarray, ...]:
+    best = np.full(n_query, -np.inf, dtype=np.float64)
+    best_idx = np.full(n_query, -1, dtype=np.int64)
+    best_flip = np.full(n_query, -1, dtype=np.int64)
+    best_shift = np.zeros((n_query, 3), dtype=np.int64)
+    variants = [-1, *flip_axes]
+    engine: _ShiftedNCC | None = None
+    for q0 in range(0, n_query, chunk_size):
+        q_idx = np.arange(q0, min(q0 + chunk_size, n_query))
+        q = np.asarray(load_query(q_idx))
+        if engine is None:
+            engine = _ShiftedNCC(q.shape[1:], max_shift)
+        qs = [engine.prepare(q if ax < 0 else np.flip(q, axis=ax + 1), as_query=True) for ax in variants]
+        for r0 in range(0, n_reference, chunk_size):
+            r_idx = np.arange(r0, min(r0 + chunk_size, n_reference))
+            r = engine.prepare(np.asarray(load_reference(r_idx)), as_query=False)
+            for v, ax in enumerate(variants):
+                val, arg = engine.max_over_shifts(qs[v], r)  # (Bq, Br)
+                val, arg = val.numpy(), arg.numpy()
+                if exclude_self:
+                    val = np.where(q_idx[:, None] == r_idx[None, :], -np.inf, val)
+                j = val.argmax(axis=1)
+                top = val[np.arange(len(q_idx)), j]
+                better = top > best[q_idx]
+                for b in np.flatnonzero(better):
+                    best[q_idx[b]] = top[b]
+                    best_idx[q_idx[b]] = r_idx[j[b]]
+                    best_flip[q_idx[b]] = ax
+                    best_shift[q_idx[b]] = engine.shift_of(arg[b, j[b]])
+    if return_shifts:
+        return best, best_idx, best_flip, best_shift
     return best, best_idx, best_flip
 
 
@@ -129,6 +257,7 @@ def memorisation_audit(
     ratio_threshold: float = 0.2,
     chunk_size: int = 16,
     flip_axes: Sequence[int] = (0,),
+    max_shift: int = 0,
 ) -> dict:
     """Nearest training sample of every synthetic sample, in feature and voxel space, and the likely copies.
 
@@ -145,6 +274,7 @@ def memorisation_audit(
         ratio_threshold: feature distance ratio at or below which a sample is a likely copy.
         chunk_size: volumes per block in the voxel search.
         flip_axes: mirrored variants checked in voxel space.
+        max_shift: largest integer shift (voxels per axis) over which the voxel NCC is maximised (0: aligned only).
 
     Returns:
         dict with ``per_sample`` (column name -> array, one row per synthetic sample), ``likely_copies`` (indices),
@@ -168,13 +298,17 @@ def memorisation_audit(
         )
         flagged = ratio <= ratio_threshold
     if load_synthetic is not None and load_training is not None:
-        ncc, nidx, flip = max_ncc_blockwise(
-            load_synthetic, n_synthetic, load_training, n_training, chunk_size=chunk_size, flip_axes=flip_axes
-        )
+        ncc, nidx, flip, shift = max_ncc_blockwise(
+            load_synthetic, n_synthetic, load_training, n_training, chunk_size=chunk_size, flip_axes=flip_axes,
+            max_shift=max_shift, return_shifts=True,
+        )  # fmt: skip
         loo_ncc, _, _ = max_ncc_blockwise(
-            load_training, n_training, load_training, n_training, chunk_size, flip_axes=flip_axes, exclude_self=True
-        )
+            load_training, n_training, load_training, n_training, chunk_size, flip_axes=flip_axes, exclude_self=True,
+            max_shift=max_shift,
+        )  # fmt: skip
         per_sample.update({"voxel_nn_index": nidx, "voxel_ncc": ncc, "voxel_nn_flip_axis": flip})
+        if max_shift > 0:
+            per_sample.update({f"voxel_nn_shift_{a}": shift[:, k] for k, a in enumerate("xyz")})
         summary.update(
             {
                 "voxel_ncc_median": float(np.median(ncc)),
@@ -198,6 +332,7 @@ def memorisation_audit(
             "ncc_threshold": ncc_threshold,
             "ratio_threshold": ratio_threshold,
             "flip_axes": list(flip_axes),
+            "max_shift": int(max_shift),
             "ratio": "feature NN distance / median leave-one-out NN distance among training samples",
         },
     }

@@ -27,6 +27,7 @@ from ctsynth.metrics.features.base import (
     LoadReport,
     MissingWeightsError,
     PlaneFeatureExtractor,
+    extractor_input,
 )
 from ctsynth.metrics.features.f3d import (
     C3DClassifierBackbone,
@@ -62,6 +63,7 @@ __all__ = [
     "build_medicalnet_resnet50",
     "build_radimagenet_resnet50",
     "extract_slices",
+    "extractor_input",
     "get_feature_extractor",
     "init_f3d_weights",
     "load_inception_weights",

@@ -26,6 +26,7 @@ __all__ = [
     "as_volume_batch",
     "batched_inference",
     "describe",
+    "extractor_input",
     "load_checkpoint_state_dict",
     "load_state_dict_checked",
     "resolve_weights",
@@ -49,6 +50,17 @@ class FeatureExtractor(Protocol):
     note: str | None
 
     def __call__(self, volumes: torch.Tensor | np.ndarray) -> np.ndarray: ...
+
+
+def extractor_input(extractor: Any, windowed: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+    """The input ``extractor`` expects, from the suite's windowed batch (HU clipped to ``window``, scaled to [0, 1]).
+
+    Each extractor owns its input convention through a ``from_windowed(windowed, window)`` method (F3D and Inception:
+    the [0, 1] volume; MedicalNet: ``2 x - 1``; RadImageNet: back to HU). An extractor without that method (e.g. one
+    a bundle adds) gets the [0, 1] volume.
+    """
+    convert = getattr(extractor, "from_windowed", None)
+    return windowed if convert is None else convert(windowed, window)
 
 
 @runtime_checkable

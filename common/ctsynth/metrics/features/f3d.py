@@ -212,6 +212,13 @@ class F3DFeatureExtractor:
         self.dim = F3D_FEATURE_DIM if layer == "dense" else F3D_FILTERS[-1]
         self.note: str | None = None
 
+    input_convention = "[0, 1] (HU window scaled)"
+    untrained_by_definition = True  # F3D is defined on a seeded, never-trained network (3DGAUnet Sec. 2.4)
+
+    def from_windowed(self, windowed: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+        """F3D takes the windowed volume in [0, 1] as it is (``window`` unused)."""
+        return windowed
+
     def _target_size(self, spatial: tuple[int, ...]) -> tuple[int, ...] | None:
         if self.resize_to == "auto":
             return (64, 64, 64) if min(spatial) < 64 else None

@@ -312,6 +312,12 @@ class Inception2DSliceFeatureExtractor(SliceFeatureExtractor):
             **kwargs,
         )
 
+    input_convention = "[0, 1] (HU window scaled)"
+
+    def from_windowed(self, windowed: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+        """Inception takes the windowed volume in [0, 1] (it rescales slices to [-1, 1] itself; ``window`` unused)."""
+        return windowed
+
     def describe(self) -> dict[str, Any]:
         """The protocol, for recording next to the metric values."""
         return {**super().describe(), "weights": self.weights, "variant": self.variant, "input": "[0,1] -> [-1,1]"}

@@ -153,6 +153,12 @@ class MedicalNet3DFeatureExtractor:
         self.batch_size = batch_size
         self.note: str | None = RANDOM_WEIGHTS_NOTE if path is None else None
 
+    input_convention = "2 x - 1 of the [0, 1] windowed volume (HA-GAN's [-1, 1])"
+
+    def from_windowed(self, windowed: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+        """HA-GAN feeds its [-1, 1] generator range: ``2 x - 1`` of the [0, 1] windowed volume (``window`` unused)."""
+        return windowed * 2.0 - 1.0
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalization == "zscore":
             flat = x.reshape(x.shape[0], -1)

@@ -142,6 +142,13 @@ class RadImageNet25DFeatureExtractor(SliceFeatureExtractor):
             **kwargs,
         )
 
+    input_convention = "HU (the [0, 1] windowed volume mapped back to the window)"
+
+    def from_windowed(self, windowed: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+        """Back to HU: ``x (high - low) + low``; the extractor clips to ``hu_window`` and min-max normalises itself."""
+        low, high = float(window[0]), float(window[1])
+        return windowed * (high - low) + low
+
     def describe(self) -> dict[str, Any]:
         """The protocol, for recording next to the metric values."""
         return {
