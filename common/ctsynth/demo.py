@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLES_DIR = REPO_ROOT / "bundles"
@@ -85,87 +86,102 @@ def run_bundle_command(bundle: str, args: list[str], log_file: Path) -> float:
     return time.perf_counter() - t0
 
 
-def demo_pancreas_ct_3dgaunet(out: Path, folders: dict[str, Path]) -> None:
-    """3DGAUnet on the abdominal phantoms: cubes, 2 epochs of each GAN (tiny widths), checkpoint choice, sampling,
-    the three blends and the paper's Tables 1-3.
+DEMO_FILE = "demo.json"
 
-    The settings are the bundle README's CPU smoke-run overrides; the samples show the pipeline works, not what a
-    trained model looks like (that takes days on a GPU).
+
+def _fill(value: Any, places: dict[str, str]) -> Any:
+    """Replace ``{data}`` / ``{work}`` placeholders in strings (recursively in lists)."""
+    if isinstance(value, str):
+        for key, path in places.items():
+            value = value.replace("{" + key + "}", path)
+        return value
+    if isinstance(value, list):
+        return [_fill(v, places) for v in value]
+    return value
+
+
+def _cli_value(value: Any) -> str:
+    """A command-line value as ``monai.bundle`` / fire parse it (JSON for lists and booleans)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def step_command(bundle_dir: Path, step: dict[str, Any], places: dict[str, str]) -> list[str]:
+    """``python -m`` arguments of one demo step.
+
+    A step runs ``monai.bundle run [run_id] --config_file [configs..., configs/smoke.json]`` (the default), or another
+    module of the bundle (``"module": "scripts.checkpoint_selection"``); ``args`` become ``--key value`` flags.
+
+    Args:
+        bundle_dir: the bundle folder.
+        step: ``{"name", "configs"?, "run_id"?, "module"?, "args"?, "smoke"?}``.
+        places: placeholder values.
+
+    Returns:
+        The argument list after ``python -m``.
+
+    Raises:
+        ValueError: when a step has neither ``configs`` nor ``module``.
     """
-    bundle = "pancreas_ct_3dgaunet"
-    root = out / bundle
-    logs = root / "logs"
-    tiny_g = ["--network_def#channels", "[8,16,32]"]
-    tiny_d = ["--discriminator_def#channels", "[4,8,8]"]
-    bundle_run = ["monai.bundle", "run", "--config_file"]
-    steps: list[tuple[str, list[str]]] = [
-        (
-            "prepare cubes",
-            [*bundle_run, "configs/prepare_data.json", "--dataset_dir", str(folders["abdomen"])]
-            + ["--output_dir", str(root / "cubes"), "--augment_per_volume", "2"],
-        )
-    ]
-    for model in ("tumor", "pancreas"):
-        steps += [
-            (
-                f"train {model} GAN (2 epochs)",
-                [*bundle_run, "configs/train.json", "--model", model, "--dataset_dir", str(root / "cubes" / model)]
-                + ["--output_dir", str(root / "runs" / model), "--max_epochs", "2", "--save_interval", "1"]
-                + ["--batch_size", "2", "--num_workers", "0", *tiny_g, *tiny_d],
-            ),
-            (
-                f"select {model} checkpoint",
-                ["scripts.checkpoint_selection", "--run_dir", str(root / "runs" / model)]
-                + ["--out", str(root / "models" / f"model_{model}.pt")],
-            ),
-            (
-                f"sample {model} cubes",
-                [*bundle_run, "configs/inference.json", "--model", model]
-                + ["--ckpt_path", str(root / "models" / f"model_{model}.pt"), "--num_samples", "4"]
-                + ["--output_dir", str(root / "samples" / model), *tiny_g],
-            ),
-        ]
-    steps += [
-        (
-            "blend tumours into tissue (Blend I, II, III)",
-            ["monai.bundle", "run", "run_all_methods", "--config_file", "configs/blend.json"]
-            + ["--tumor_dir", str(root / "samples" / "tumor"), "--tissue_dir", str(root / "samples" / "pancreas")]
-            + ["--blend_root", str(root / "blended"), "--n_pairs", "4"],
-        ),
-        (
-            "cut reference PDAC cubes",
-            ["monai.bundle", "run", "make_cubes", "--config_file", "configs/train_classifier.json"]
-            + ["--real_ct_dir", str(folders["abdomen"]), "--dataset_dir", str(root / "classifier")],
-        ),
-        (
-            "evaluate (paper Tables 1-3 + suite; random-weight Inception: not comparable to the paper)",
-            [*bundle_run, "configs/evaluate.json", "--tumor_real", str(root / "cubes" / "tumor" / "images")]
-            + ["--tumor_synthetic_dir", str(root / "samples" / "tumor")]
-            + ["--pancreas_real", str(root / "cubes" / "pancreas" / "images")]
-            + ["--pancreas_synthetic_dir", str(root / "samples" / "pancreas")]
-            + ["--blend_reference", str(root / "classifier" / "real_cubes" / "pdac" / "images")]
-            + ["--blend_dir", str(root / "blended"), "--output_dir", str(root / "eval")]
-            + ["--allow_random_weights", "true"],
-        ),
-    ]
-    for i, (what, args) in enumerate(steps):
-        seconds = run_bundle_command(bundle, args, logs / f"{i:02d}_{what.split()[0]}.log")
-        _log(f"{bundle}: {what}: {seconds:.0f} s")
-    _log(f"{bundle}: cubes {root / 'cubes'}, samples and previews {root / 'samples'}, blends {root / 'blended'}")
-    _log(f"{bundle}: tables {root / 'eval'} (table1.md, table2.md, table3.md), logs {logs}")
+    flags: list[str] = []
+    for key, value in step.get("args", {}).items():
+        flags += [f"--{key}", _cli_value(_fill(value, places))]
+    if "module" in step:
+        return [step["module"], *flags]
+    if "configs" not in step:
+        raise ValueError(f"{bundle_dir / DEMO_FILE}: step '{step.get('name')}' needs 'configs' or 'module'")
+    configs = list(step["configs"])
+    if step.get("smoke", True) and (bundle_dir / "configs" / "smoke.json").is_file():
+        configs.append("configs/smoke.json")
+    run_id = [step["run_id"]] if "run_id" in step else []
+    return ["monai.bundle", "run", *run_id, "--config_file", json.dumps(configs).replace('"', "'"), *flags]
 
 
-BUNDLE_DEMOS = {"pancreas_ct_3dgaunet": demo_pancreas_ct_3dgaunet}
+def discover_bundle_demos(bundles_dir: Path = BUNDLES_DIR) -> dict[str, dict[str, Any]]:
+    """Every bundle's demo declaration (``bundles/<name>/demo.json``), by bundle name.
+
+    Raises:
+        ValueError: when a declaration is not valid JSON or has no steps (the message names the file).
+    """
+    demos: dict[str, dict[str, Any]] = {}
+    for path in sorted(bundles_dir.glob(f"*/{DEMO_FILE}")):
+        try:
+            declaration = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not declaration.get("steps"):
+            raise ValueError(f"{path}: no 'steps'")
+        demos[path.parent.name] = declaration
+    return demos
 
 
-def run_bundle_demos(out: Path, folders: dict[str, Path]) -> None:
-    """Run every bundle's demo steps on the phantom data (tiny CPU settings; see each bundle's README)."""
+def run_bundle_demo(name: str, declaration: dict[str, Any], out: Path, folders: dict[str, Path]) -> None:
+    """Run one bundle's declared demo steps (tiny CPU settings from its smoke overlay).
+
+    The samples show that the pipeline works, not what a trained model looks like (that takes days on a GPU).
+    """
+    bundle_dir = BUNDLES_DIR / name
+    work = out / name
+    data = declaration.get("data", "abdomen")
+    places = {"data": str(folders[data]), "work": str(work)}
+    for i, step in enumerate(declaration["steps"]):
+        args = step_command(bundle_dir, step, places)
+        seconds = run_bundle_command(name, args, work / "logs" / f"{i:02d}_{step['name'].split()[0]}.log")
+        _log(f"{name}: {step['name']}: {seconds:.0f} s")
+    for what, where in declaration.get("outputs", {}).items():
+        _log(f"{name}: {what}: {_fill(where, places)}")
+    _log(f"{name}: logs {work / 'logs'}")
+
+
+def run_bundle_demos(out: Path, folders: dict[str, Path], only: list[str] | None = None) -> None:
+    """Run every bundle's demo steps on the phantom data (see each bundle's ``demo.json``)."""
     if not BUNDLES_DIR.is_dir():
         _log(f"no bundles folder at {BUNDLES_DIR} (installed outside the repository): skipping bundle demos")
         return
-    for name, demo in BUNDLE_DEMOS.items():
+    for name, declaration in discover_bundle_demos().items():
+        if only and name not in only:
+            continue
         _log(f"{name}: running its demo steps")
-        demo(out, folders)
+        run_bundle_demo(name, declaration, out, folders)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=4, help="phantoms per kind")
     parser.add_argument("--size", type=int, default=128, help="phantom cube edge in voxels")
     parser.add_argument("--skip_bundles", action="store_true", help="only write the phantom data and previews")
+    parser.add_argument("--bundles", nargs="*", default=None, help="run only these bundles' demos (default: all)")
     args = parser.parse_args(argv)
     if args.n < 4:
         parser.error("--n must be at least 4 (one test case and two cross-validation folds need 3 more)")
@@ -181,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     folders = make_phantom_data(out, args.n, args.size)
     if not args.skip_bundles:
-        run_bundle_demos(out, folders)
+        run_bundle_demos(out, folders, args.bundles)
     _log(f"done in {time.perf_counter() - t0:.0f} s")
     _log(f"phantom datasets: {folders['abdomen']}  {folders['chest']}")
     _log(f"PNG previews:     {folders['previews']}")
