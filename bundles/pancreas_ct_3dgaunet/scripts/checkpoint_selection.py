@@ -80,13 +80,9 @@ def select_and_export(
         state = load_checkpoint(choice.path)
         if "generator" not in state:
             raise KeyError(f"{choice.path}: no 'generator' entry (it has {sorted(state)})")
-<<<<<<< HEAD
         # the generator's weights with its definition and run info, so inference rebuilds it from this file alone
         keep = {k: state[k] for k in ("generator", "network_definitions", "run_info") if k in state}
         record["exported"] = str(save_checkpoint(keep, out))
-=======
-        record["exported"] = str(save_checkpoint({"generator": state["generator"]}, out))
->>>>>>> metrics
     write_json_atomic(record, run_dir / "selection.json")
     return record
 
