@@ -718,3 +718,31 @@ def test_two_process_ddp_training_with_the_d_gate(cube_dir, tmp_path):
     assert (out / "losses.csv").read_text().splitlines()[0] == "epoch,g_loss,d_loss,d_accuracy,d_updated"
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 4  # 6 cubes over 2 ranks, batch 2: 2 iterations per epoch
+
+
+def test_metadata_has_a_name_and_no_deprecated_keys():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["name"] == "pancreas_ct_3dgaunet"
+    assert "optional_packages_version" not in meta and "ctsynth" in meta["required_packages_version"]
+
+
+@pytest.mark.slow
+def test_ckpt_export_of_the_generator_from_a_training_checkpoint(train_run, bundle_runner, tmp_path):
+    """``python -m monai.bundle ckpt_export`` as the README documents it (TorchScript by tracing)."""
+    out, _ = train_run
+    ckpt = str(out / "checkpoints" / "checkpoint_epoch=1.pt")
+    ts = tmp_path / "generator.ts"
+    args = ["network_def", "--filepath", str(ts), "--ckpt_file", ckpt, "--ckpt_path", ckpt, "--key_in_ckpt",
+            "generator", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+            "--use_trace", "True", "--input_shape", "[1,1,32,32,32]"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]), OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", *args], cwd=BUNDLE, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    exported = torch.jit.load(str(ts))
+    from ctsynth.engines import load_network
+
+    with bundle_runner("pancreas_ct_3dgaunet").scripts():
+        generator = load_network(ckpt, "generator")
+    z = torch.randn(2, 1, 32, 32, 32)
+    torch.testing.assert_close(exported(z), generator(z))
