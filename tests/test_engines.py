@@ -239,3 +239,17 @@ def test_select_checkpoint_on_a_run_folder(tmp_path):
         select_checkpoint(tmp_path / "losses.csv", ckpts, key="x")
     with pytest.raises(FileNotFoundError, match="no '\\*_epoch=<n>.pt' checkpoints in"):
         select_checkpoint(tmp_path / "losses.csv", tmp_path / "empty")
+
+
+def test_non_finite_losses_are_blow_ups_even_in_warm_up():
+    assert detect_blowup([np.nan] * 30) == 1  # NaN from the start: flagged, not "no blow-up"
+    g = np.ones(80)
+    g[3] = np.inf
+    assert detect_blowup(g) == 4  # inside the warm-up
+    with pytest.raises(ValueError, match="blows up at epoch 1, before the first checkpoint"):
+        choose_checkpoint_epoch([20, 40], detect_blowup([np.nan] * 40))
+    rng = np.random.default_rng(3)
+    g = 1.0 + 0.01 * rng.standard_normal(100)
+    g[60:] += 3.0
+    g[58] = np.nan  # a NaN just before a real rise is the onset, it does not delay the detection
+    assert detect_blowup(g) == 59

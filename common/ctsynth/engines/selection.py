@@ -10,7 +10,10 @@ The paper picks the epoch "before the loss drastically increases" by eye. Automa
    (the relative floor keeps a nearly flat curve, whose MAD is ~0, from firing on tiny wiggles);
    its onset is the first epoch inside that smoothing window whose raw loss is above the threshold;
 4. the selected checkpoint is the last one saved at an epoch strictly before the onset, or the last checkpoint when
-   there is no blow-up. Non-finite losses (NaN, inf) count as above any threshold.
+   there is no blow-up.
+
+A non-finite loss (NaN, inf) is a blow-up at its epoch, warm-up included (a run that is NaN from the start is
+flagged at epoch 1, and a NaN spike is the onset itself rather than a gap that delays detection).
 """
 
 from __future__ import annotations
@@ -77,10 +80,13 @@ def detect_blowup(
         ValueError: when ``epochs`` and ``losses`` differ in length.
     """
     x = np.asarray(losses, dtype=np.float64)
-    x = np.where(np.isfinite(x), x, np.inf)
     ep = np.arange(1, len(x) + 1) if epochs is None else np.asarray(epochs, dtype=np.int64)
     if len(ep) != len(x):
         raise ValueError(f"epochs ({len(ep)}) and losses ({len(x)}) differ in length")
+    # a non-finite loss is a blow-up wherever it appears (warm-up included): the weights after it are unusable
+    bad = np.flatnonzero(~np.isfinite(x))
+    first_bad = int(bad[0]) if bad.size else len(x)
+    x = x[:first_bad]
     smoothed = rolling_median(x, window)
     for t in range(max(warmup, 0), len(x)):
         hi = t - window + 1  # reference ends before the smoothing window
@@ -88,15 +94,13 @@ def detect_blowup(
         if hi - lo < max(window, 2):
             continue
         ref = x[lo:hi]
-        if not np.all(np.isfinite(ref)):
-            continue
         base = float(np.median(ref))
         sd = MAD_TO_SD * float(np.median(np.abs(ref - base)))
         threshold = base + max(k * sd, min_rel_increase * abs(base))
         if smoothed[t] > threshold:
             above = np.flatnonzero(x[hi : t + 1] > threshold)
             return int(ep[hi + int(above[0])])
-    return None
+    return int(ep[first_bad]) if bad.size else None
 
 
 @dataclass(frozen=True)

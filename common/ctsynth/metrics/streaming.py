@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ctsynth.data.io import load_volume
+from ctsynth.data.io import load_volume, require_finite
 from ctsynth.metrics.features.base import extractor_input
 from ctsynth.metrics.histograms import body_mask, hu_histogram
 from ctsynth.metrics.mmd import LinearMMDAccumulator
@@ -82,6 +82,35 @@ def _run_features(
             state.features.setdefault(name, []).append(np.asarray(feats, dtype=np.float32))
 
 
+#: a volume whose every value lies within +-this is normalised, not HU (the rule of ``ctsynth validate``)
+NORMALISED_LIMIT = 1.5
+
+
+def check_hu_volume(hu: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Refuse a volume the suite cannot score in HU: NaN/inf values, or intensities that look normalised.
+
+    Args:
+        hu: the volume read from ``path``.
+        path: its file (named in the message).
+        what: ``"real"`` or ``"synthetic"``.
+
+    Returns:
+        ``hu`` unchanged.
+
+    Raises:
+        ValueError: naming the file and the problem.
+    """
+    require_finite(hu, path, what=f"{what} volume")
+    low, high = float(hu.min()), float(hu.max())
+    if low != high and -NORMALISED_LIMIT <= low and high <= NORMALISED_LIMIT:
+        raise ValueError(
+            f"{path}: {what} volume has intensities in [{low:.3g}, {high:.3g}], which look normalised (e.g. to [0, 1] "
+            "or [-1, 1]), not HU; the suite compares both sets in HU (bundle inference writes HU; convert the "
+            "reference set back, or check it with `ctsynth validate`)"
+        )
+    return hu
+
+
 def stream_set(
     state: SetState,
     what: str,
@@ -104,7 +133,7 @@ def stream_set(
     """
     batch: list[torch.Tensor] = []
     for i, f in enumerate(tqdm(state.files, desc=f"{what} volumes", disable=not options.progress)):
-        hu, _ = load_volume(f, dtype=np.float32)
+        hu = check_hu_volume(load_volume(f, dtype=np.float32)[0], f, what)
         if "histogram" in needs:
             mask = body_mask(hu) if options.hist_body_mask else None
             counts, out = hu_histogram(hu, hist_edges, mask=mask)
