@@ -19,7 +19,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "pancreas_ct_3dgaunet"
-PYTHON = REPO / ".venv" / "bin" / "python"
 
 
 def _bundle_scripts(name: str):
@@ -362,8 +361,8 @@ def test_write_table_layout(ev, tmp_path):
 
 
 def _bundle_run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(BUNDLE)}
-    cmd = [str(PYTHON), "-m", "monai.bundle", "run", *args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(REPO / "common")])}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
     res = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
