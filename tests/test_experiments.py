@@ -187,6 +187,12 @@ def test_arms_build_training_lists():
     assert len(syn) == 12 and all(r["source"] == "synthetic" for r in syn)
     assert len(StudyArm("syn5", "synthetic", n_synthetic=5).training_records(real, pool)) == 5
     assert all("source" not in r for r in real + pool)  # inputs untouched
+    # balanced on a reference (e.g. the whole training set), so every fold gets the same synthetic subset
+    arm = StudyArm("II", "real+synthetic", balance_classes=True)
+    fold_a = arm.training_records(real[:5], pool, seed=0, balance_reference=real)
+    fold_b = arm.training_records(real[5:], pool, seed=0, balance_reference=real)
+    syn_a = [r for r in fold_a if r["source"] == "synthetic"]
+    assert syn_a == [r for r in fold_b if r["source"] == "synthetic"] and len(syn_a) == 9
 
 
 def test_arm_errors():

@@ -30,6 +30,7 @@ import numpy as np
 from ctsynth.data.io import write_json_atomic
 from ctsynth.experiments import (
     PatientSplit,
+    StudyArm,
     StudyRunner,
     assert_no_test_leak,
     load_or_make_patient_split,
@@ -284,26 +285,23 @@ def select_run_data(
     train = [it for it in training if int(it["fold"]) != int(fold)]
     validate = [it for it in training if int(it["fold"]) == int(fold)]
     test = list(datalist["testing"])
-    added: list[dict[str, Any]] = []
-    if experiment == "II":
-        synthetic = list(datalist.get("synthetic", []))
-        syn_pdac = [it for it in synthetic if int(it["label"]) == 1]
-        syn_healthy = [it for it in synthetic if int(it["label"]) == 0]
-        n_pdac = sum(int(it["label"]) == 1 for it in training)
-        n_pdac_add, n_healthy_add = synthetic_counts_for_balance(
-            n_pdac, len(training) - n_pdac, len(syn_pdac), len(syn_healthy), n_synthetic_total
+    arm = (
+        StudyArm("II", "real+synthetic", balance_classes=True, n_synthetic=n_synthetic_total)
+        if experiment == "II"
+        else StudyArm("I", "real")
+    )
+    synthetic = list(datalist.get("synthetic", []))
+    # balanced on the whole real training set (the paper's Table 4 counts): every fold gets the same synthetic subset
+    records = arm.training_records(train, synthetic, seed=seed, balance_reference=training)
+    added = [it for it in records if it["source"] == "synthetic"]
+    if experiment == "II" and not added:
+        logger.warning(
+            "Config II fold %s: no synthetic cube added (%d synthetic PDAC, %d synthetic healthy in the datalist), "
+            "so it trains on the same data as Config I; blend and sample first, then re-run make_datalist.",
+            fold,
+            sum(int(it["label"]) == 1 for it in synthetic),
+            sum(int(it["label"]) == 0 for it in synthetic),
         )
-        if n_pdac_add + n_healthy_add == 0:
-            logger.warning(
-                "Config II fold %s: no synthetic cube added (%d synthetic PDAC, %d synthetic healthy in the datalist), "
-                "so it trains on the same data as Config I; blend and sample first, then re-run make_datalist.",
-                fold,
-                len(syn_pdac),
-                len(syn_healthy),
-            )
-        rng = np.random.default_rng(seed)
-        added = [syn_pdac[i] for i in sorted(rng.permutation(len(syn_pdac))[:n_pdac_add])]
-        added += [syn_healthy[i] for i in sorted(rng.permutation(len(syn_healthy))[:n_healthy_add])]
     train = train + added
     _check_no_test_patient(datalist, train + validate, f"Config {experiment} fold {fold}")
 

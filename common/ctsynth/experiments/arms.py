@@ -129,7 +129,11 @@ class StudyArm:
         return cls(**dict(spec))
 
     def training_records(
-        self, real: Sequence[Mapping[str, Any]], synthetic: Sequence[Mapping[str, Any]] = (), seed: int = 0
+        self,
+        real: Sequence[Mapping[str, Any]],
+        synthetic: Sequence[Mapping[str, Any]] = (),
+        seed: int = 0,
+        balance_reference: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """The training records of this arm for one fold.
 
@@ -137,6 +141,9 @@ class StudyArm:
             real: the real training records of the fold (already filtered by the patient split).
             synthetic: the synthetic pool.
             seed: seed of the synthetic draw.
+            balance_reference: records whose class counts the balancing uses (default ``real``); e.g. the whole real
+                training set, so that every fold gets the same synthetic subset (the 3DGAUnet paper's counts are for
+                its whole training set).
 
         Returns:
             Copies of the chosen records (real first, then synthetic), each with ``"source"`` set.
@@ -158,7 +165,8 @@ class StudyArm:
             if self.n_synthetic is not None:
                 n = min(n, int(self.n_synthetic))
             return real_items + self._draw(pool, n, rng)
-        return real_items + self._balanced(real_items, pool, rng)
+        reference = real_items if balance_reference is None else list(balance_reference)
+        return real_items + self._balanced(reference, pool, rng)
 
     def _draw(self, pool: list[dict[str, Any]], n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         if n > len(pool):
