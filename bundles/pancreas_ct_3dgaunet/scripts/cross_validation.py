@@ -59,7 +59,7 @@ __all__ = [
     "write_run_counts",
 ]
 
-# Published classifier results (3DGAUnet, Shi et al. 2023, section 3.4 / Fig. 5; digest section 6.3).
+# Published classifier results (3DGAUnet, Shi et al. 2023, section 3.4 / Fig. 5).
 PAPER_CLASSIFIER_RESULTS: dict[str, dict[str, float]] = {
     "I": {"roc_auc": 0.67, "pr_auc": 0.80},
     "II": {"roc_auc": 0.79, "pr_auc": 0.87},

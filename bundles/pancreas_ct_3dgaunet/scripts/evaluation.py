@@ -1,7 +1,8 @@
 """Tables in the 3DGAUnet paper's layout (Tables 1-4) with the published numbers beside ours.
 
-The published values are copied from the paper (Shi et al. 2023, Tables 1-3 and section 3.4; digest sections 5.2-5.4
-and 6.3) and are always labelled ``(paper)``; nothing here computes them.
+The published values are copied from the paper (Shi et al. 2023, Tables 1-3 and section 3.4) and are always labelled
+``(paper)``; nothing here computes them. Each table is written through :mod:`ctsynth.report.tables` with its protocol
+and, per column, whether it is comparable with the paper (:data:`PAPER_TABLES`).
 """
 
 from __future__ import annotations
