@@ -287,6 +287,7 @@ def test_runner_refuses_to_drop_overrides(probe_config, tmp_path):
         StudyRunner(probe_config, ["real"], 2, tmp_path, overrides={"output_dir": "/elsewhere"})
     with pytest.raises(FileNotFoundError, match="nope.json: bundle config not found"):
         StudyRunner(tmp_path / "nope.json", ["real"], 2, tmp_path)
+    assert cli_value("root", tmp_path) == str(tmp_path) and cli_value("n", "7") == "'7'"
     with pytest.raises(TypeError, match="override 'device': object value .* cannot be passed on a command line"):
         cli_value("device", object())
     failing = StudyRunner(probe_config, ["real"], 1, tmp_path / "x", overrides={"run": ["$1/0"]}, in_process=False)

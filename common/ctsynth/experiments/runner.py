@@ -98,11 +98,13 @@ def overrides_from_argv(argv: Sequence[str] | None = None, exclude: Sequence[str
 
 
 def cli_value(key: str, value: Any) -> str:
-    """The command-line text of an override value that Fire parses back to the same value.
+    """The command-line text of an override value that Fire parses back to the same value (paths as strings).
 
     Raises:
         TypeError: for a value that has no literal form (e.g. a ``torch.device``); pass those in process.
     """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if isinstance(value, str) and _parse_value(value) == value and type(_parse_value(value)) is str:
         return value
     text = repr(value)
