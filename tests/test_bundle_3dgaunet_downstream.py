@@ -3,6 +3,7 @@ and the train_classifier / blend / evaluate configs run through ``python -m mona
 
 from __future__ import annotations
 
+import csv
 import importlib
 import itertools
 import json
@@ -19,7 +20,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "pancreas_ct_3dgaunet"
-PYTHON = REPO / ".venv" / "bin" / "python"
 
 
 def _bundle_scripts(name: str):
@@ -242,34 +242,15 @@ def test_save_curve_plots(clf, tmp_path):
 # ----------------------------------------------------------------------------------------------- splits / balancing
 
 
-def test_stratified_test_split_reproduces_paper_counts(cv):
-    labels = [1] * 174 + [0] * 254
-    train, test = cv.stratified_train_test_split(labels, 0.2, seed=0)
-    assert sum(labels[i] for i in test) == 35 and sum(1 - labels[i] for i in test) == 51
-    assert sum(labels[i] for i in train) == 139 and sum(1 - labels[i] for i in train) == 203
-    assert set(train).isdisjoint(test) and sorted(train + test) == list(range(428))
-    assert cv.stratified_train_test_split(labels, 0.2, seed=0) == (train, test)
-    assert cv.stratified_train_test_split(labels, 0.2, seed=1) != (train, test)
+def test_patient_split_reproduces_paper_counts():
+    """One cube per patient, stratified by class: the paper's 35 PDAC + 51 healthy test cubes of 174 + 254."""
+    from ctsynth.experiments import make_patient_split
 
-
-def test_stratified_kfold_deterministic_disjoint_balanced(cv):
-    labels = [1] * 139 + [0] * 203
-    folds = cv.stratified_kfold(labels, 3, seed=0)
-    assert folds == cv.stratified_kfold(labels, 3, seed=0)
-    assert folds != cv.stratified_kfold(labels, 3, seed=5)
-    folds = np.asarray(folds)
-    y = np.asarray(labels)
-    sizes = [np.sum(folds == k) for k in range(3)]
-    assert sum(sizes) == 342 and max(sizes) - min(sizes) <= 1  # each item in exactly one fold
-    for cls in (0, 1):
-        per = [np.sum((folds == k) & (y == cls)) for k in range(3)]
-        assert max(per) - min(per) <= 1
-    with pytest.raises(ValueError, match="fewer than n_folds=3"):
-        cv.stratified_kfold([1, 1, 0, 0, 0], 3)
-    with pytest.raises(ValueError, match="n_folds must be >= 2"):
-        cv.stratified_kfold([1, 0], 1)
-    with pytest.raises(ValueError, match="only 0 \\(healthy\\) and 1 \\(PDAC\\)"):
-        cv.stratified_kfold([1, 3, 0], 2)
+    strata = {f"p{i:03d}": int(i < 174) for i in range(428)}
+    split = make_patient_split(list(strata), n_folds=3, test_fraction=0.2, seed=0, stratify_by=strata)
+    assert sum(strata[c] for c in split.test) == 35 and sum(1 - strata[c] for c in split.test) == 51
+    for fold in split.folds:  # 139 PDAC / 203 healthy dealt over 3 folds
+        assert sum(strata[c] for c in fold) in (46, 47) and sum(1 - strata[c] for c in fold) in (67, 68)
 
 
 def test_balancing_rule_reproduces_paper(cv):
@@ -312,6 +293,7 @@ def test_build_datalist_and_select_run_data(cv, tmp_path):
         tmp_path / "real_pdac", tmp_path / "real_healthy", tmp_path / "syn_pdac", tmp_path / "syn_healthy", out=out
     )
     assert [len(dl[k]) for k in ("training", "testing", "synthetic")] == [19, 5, 12]
+    # folders without a cube datalist: each cube is its own patient, stratified by class
     assert sum(it["label"] for it in dl["testing"]) == 2  # round(0.2 * 10) PDAC, round(0.2 * 14) = 3 healthy
     assert dl["training"][0]["image"].startswith("..")  # stored relative to the datalist folder
     loaded = cv.load_classifier_datalist(out)
@@ -362,8 +344,8 @@ def test_write_table_layout(ev, tmp_path):
 
 
 def _bundle_run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(BUNDLE)}
-    cmd = [str(PYTHON), "-m", "monai.bundle", "run", *args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(REPO / "common")])}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
     res = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
@@ -402,12 +384,14 @@ def test_evaluate_properties(ev):
 
 @pytest.mark.slow
 def test_train_classifier_study_runs(tmp_path):
-    """Datalist from folders, then Config I and II x 3 folds, 1 epoch on 32^3 cubes: metrics, curves, table."""
+    """Datalist from folders, then Config I and II x 3 folds, 1 epoch on 32^3 cubes: metrics, curves, table; a nested
+    override of the command line reaches every run."""
     _write_cubes(tmp_path / "real_pdac", 8, 32, 0, -60.0)
     _write_cubes(tmp_path / "real_healthy", 11, 32, 1, 0.0)
     _write_cubes(tmp_path / "syn_pdac", 5, 32, 2, -60.0)
     _write_cubes(tmp_path / "syn_healthy", 5, 32, 3, 0.0)
     common = ["--config_file", "configs/train_classifier.json", "--dataset_dir", str(tmp_path / "data")]
+    common += ["--split_file", str(tmp_path / "split.json")]
     _bundle_run(
         "make_datalist",
         *common,
@@ -418,7 +402,9 @@ def test_train_classifier_study_runs(tmp_path):
     )  # fmt: skip
     out = tmp_path / "eval"
     tiny = ["--cube_size", "32", "--padding", "same", "--variant", "[4,4,8,8]", "--max_epochs", "1"]
-    _bundle_run(*common, "--output_dir", str(out), *tiny, "--batch_size", "2")
+    nested = ["--train#checkpoint_saver#final_filename", "model_last.pt"]
+    _bundle_run(*common, "--output_dir", str(out), *tiny, "--batch_size", "2", *nested)
+    assert json.loads((tmp_path / "split.json").read_text())["n_folds"] == 3  # recorded by make_datalist
     for exp in ("I", "II"):
         for fold in range(3):
             run = out / f"config_{exp}" / f"fold_{fold}"
@@ -429,15 +415,18 @@ def test_train_classifier_study_runs(tmp_path):
             counts = json.loads((run / "counts.json").read_text())
             n_syn = counts["train_synthetic"]
             assert n_syn == ({"pdac": 0, "healthy": 0} if exp == "I" else {"pdac": 5, "healthy": 2})
-            assert (run / "model_final.pt").is_file()
-            final = torch.load(run / "model_final.pt", weights_only=True)  # network, optimizer, trainer states
+            assert (run / "model_last.pt").is_file() and not (run / "model_final.pt").exists()  # nested override
+            final = torch.load(run / "model_last.pt", weights_only=True)  # network, optimizer, trainer states
             assert "head.weight" in final["model"] and final["trainer"]["max_epochs"] == 1
             assert "head.weight" in torch.load(run / "model_best.pt", weights_only=True)
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["comparison"]["configs"]) == {"I", "II"}
     md = (out / "comparison.md").read_text()
     assert "| Config I |" in md and "| Config II |" in md and "0.670" in md and "0.870" in md
+    assert "- ROC AUC (test): **ordering only**" in md and "Protocol: patient-level split" in md
     assert (out / "test_roc.png").is_file() and (out / "test_pr.png").is_file()
+    rows = list(csv.DictReader((out / "study_metrics.csv").open()))
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"validation", "test"}
 
 
 def _write_blend_inputs(root: Path) -> None:
@@ -609,3 +598,123 @@ def test_config_ii_without_synthetic_cubes_warns(cv, tmp_path, caplog):
     caplog.clear()
     cv.select_run_data(dl, "I", 0)
     assert "no synthetic cube" not in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------- patient split
+
+
+def _run_config(config: str, run_id: str = "run", **overrides) -> None:
+    """``monai.bundle.run`` of a bundle config in process (a ``scripts`` fixture puts the bundle on sys.path)."""
+    from monai.bundle import run
+
+    run(run_id=run_id, config_file=str(BUNDLE / "configs" / config), logging_file=False, **overrides)
+
+
+def test_build_datalist_keeps_each_patient_on_one_side(cv, tmp_path):
+    """Cubes cut by prepare_cubes (PDAC and healthy of the same scans): split by patient, never by cube."""
+    from ctsynth.experiments import make_patient_split
+
+    cases = [f"scan_{i}" for i in range(9)]
+    for kind, bright in (("pdac", -60.0), ("healthy", 0.0)):
+        paths = _write_cubes(tmp_path / kind / "images", 9, 4, 0, bright)
+        items = []
+        for case, p in zip(cases, paths, strict=True):
+            p.rename(p.with_name(f"{case}_orig.nii.gz"))
+            items.append({"image": f"images/{case}_orig.nii.gz", "case": case, "augmentation": "orig"})
+        (tmp_path / kind / "datalist.json").write_text(json.dumps({"training": items}))
+    split = make_patient_split(cases, n_folds=2, test_fraction=0.3, seed=4)
+    split.save(tmp_path / "split.json")
+    dl = cv.build_classifier_datalist(
+        tmp_path / "pdac" / "images", tmp_path / "healthy" / "images", n_folds=2, split_file=tmp_path / "split.json"
+    )
+    assert {it["case"] for it in dl["testing"]} == set(split.test) and len(dl["testing"]) == 2 * len(split.test)
+    for it in dl["training"]:
+        assert it["fold"] == split.fold_of(it["case"])  # both cubes of a scan in its patient's fold
+    with pytest.raises(ValueError, match="the recorded patient split has 2 folds, not n_folds=3"):
+        cv.build_classifier_datalist(
+            tmp_path / "pdac" / "images", tmp_path / "healthy" / "images", split_file=tmp_path / "split.json"
+        )
+    leaky = {**dl, "training": dl["training"] + [{**dl["testing"][0], "fold": 0}]}
+    with pytest.raises(ValueError, match=r"Config I fold 1: test patient\(s\) in the training input"):
+        cv.select_run_data(leaky, "I", 1)
+
+
+@pytest.mark.slow
+def test_study_keeps_test_patients_out_of_every_training_input(cv, tmp_path):
+    """A small study on phantoms (with and without tumours): the split is made first and recorded, and no stage's
+    training input (GAN cubes of both GANs, blend inputs, every classifier arm and fold) holds a test patient."""
+    from monai.bundle import ConfigParser
+
+    from ctsynth.data.phantoms import write_phantom_dataset
+    from ctsynth.experiments import PatientSplit, case_id_of
+
+    dataset = write_phantom_dataset(
+        tmp_path / "phantoms", kind="abdomen", n=6, size=64, spacing=2.0, seed=0, tumor_fraction=0.5
+    )
+    cubes = tmp_path / "cubes"
+    _run_config(
+        "prepare_data.json",
+        dataset_dir=str(dataset.parent),
+        output_dir=str(cubes),
+        augment_per_volume=1,
+        n_folds=2,
+        test_fraction=0.34,
+    )
+    split = PatientSplit.load(cubes / "split.json")  # recorded in the run folder
+    all_cases = {case_id_of(c) for c in json.loads(dataset.read_text())["training"]}
+    test = set(split.test)
+    assert set(split.cases) == all_cases and len(test) == 2 and split.to_dict()["stratified"]
+    assert sorted(split.strata[c] for c in test) == ["healthy", "tumour"]  # one of each class held out
+
+    # both GANs: what train.json feeds its trainer
+    for model in ("tumor", "pancreas"):
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE / "configs" / "train.json"))
+        parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(cubes / model), "model": model})
+        items = parser.get_parsed_content("train#datalist")
+        assert items and {it["case"] for it in items}.isdisjoint(test), model
+    # a cube datalist that lists a test patient's cube is refused when a GAN loads it
+    datalist_file = cubes / "tumor" / "datalist.json"
+    data = json.loads(datalist_file.read_text())
+    data["training"].append({**data["training"][0], "case": sorted(test)[0]})
+    datalist_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"test patient\(s\) in the training input: \['{sorted(test)[0]}'\]"):
+        _bundle_scripts("prepare").load_cube_datalist(datalist_file)
+    data["training"].pop()
+    datalist_file.write_text(json.dumps(data))
+
+    # classifier: cubes from every patient (test patients' cubes are test cubes), split by the recorded split
+    clf_dir = tmp_path / "clf"
+    common = {"dataset_dir": str(clf_dir), "real_ct_dir": str(dataset.parent), "split_file": str(cubes / "split.json")}
+    _run_config("train_classifier.json", "make_cubes", **common)
+    _write_cubes(tmp_path / "syn_pdac", 3, 8, 2, -60.0)
+    _write_cubes(tmp_path / "syn_healthy", 3, 8, 3, 0.0)
+    syn = {"synthetic_pdac_dir": str(tmp_path / "syn_pdac"), "synthetic_healthy_dir": str(tmp_path / "syn_healthy")}
+    _run_config("train_classifier.json", "make_datalist", n_folds=2, **common, **syn)
+    datalist = cv.load_classifier_datalist(clf_dir / "classifier_datalist.json")
+    assert Path(datalist["split_file"]) == cubes / "split.json"
+    assert {it["case"] for it in datalist["testing"]} <= test and datalist["testing"]
+    assert all(it["case"] not in test for it in datalist["training"])
+    for experiment in ("I", "II"):
+        for fold in range(2):
+            run_data = cv.select_run_data(datalist, experiment, fold)
+            real_train = [it for it in run_data["train"] + run_data["validate"] if it["source"] == "real"]
+            cases = {cv.cube_case_ids([it["image"]], warn=False)[0] for it in real_train}
+            assert cases and cases.isdisjoint(test), (experiment, fold)
+
+    # blending: real cubes of test patients are refused as inputs; the GAN training cubes pass
+    blend = {"blend_root": str(tmp_path / "blended"), "n_pairs": 2, "method": "copy_paste"}
+    blend["split_file"] = str(cubes / "split.json")
+    real_healthy = clf_dir / "real_cubes" / "healthy" / "images"
+    with pytest.raises(RuntimeError) as info:  # the config's evaluation error, caused by the leak check
+        _run_config("blend.json", tumor_dir=str(cubes / "tumor" / "images"), tissue_dir=str(real_healthy), **blend)
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__
+    leak = f"{real_healthy}: test patient(s) in the training input: {sorted(test)}"
+    assert any(m == leak for m in chain), chain
+    _run_config(
+        "blend.json", tumor_dir=str(cubes / "tumor" / "images"), tissue_dir=str(cubes / "pancreas" / "images"), **blend
+    )
+    assert len(list((tmp_path / "blended" / "copy_paste" / "imagesTr").glob("*.nii.gz"))) == 2

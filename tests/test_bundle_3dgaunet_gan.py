@@ -445,7 +445,12 @@ def cube_dir(tmp_path_factory, gan_scripts):
     root = tmp_path_factory.mktemp("gaunet")
     dataset = write_phantom_dataset(root / "phantoms", kind="abdomen", n=3, size=64, spacing=2.0, seed=0)
     run_config(
-        "prepare_data.json", dataset_dir=str(dataset.parent), output_dir=str(root / "cubes"), augment_per_volume=1
+        "prepare_data.json",
+        dataset_dir=str(dataset.parent),
+        output_dir=str(root / "cubes"),
+        augment_per_volume=1,
+        test_fraction=0.0,  # 3 phantoms: all of them GAN training patients (the split is tested downstream)
+        n_folds=2,
     )
     return root / "cubes"
 

@@ -1,10 +1,16 @@
 """Data splits, class balancing with synthetic cubes and the Config I / Config II cross-validation study.
 
-The paper (digest section 6.2) holds out 20 % of the real cubes as a test set shared by both configurations
+The paper (Shi et al. 2023, section 3.4) holds out 20 % of the real cubes as a test set shared by both configurations
 (35 PDAC + 51 healthy of 174 + 254), validates by 3-fold cross-validation on the rest, and for Config II adds
 114 synthetic PDAC and 50 synthetic healthy cubes to the 139 / 203 real training cubes, which balances the classes
 (253 / 253). :func:`synthetic_counts_for_balance` generalises that rule; :class:`ClassifierStudy` runs every
-(configuration, fold) pair of ``configs/train_classifier.json`` and writes the comparison table.
+(configuration, fold) pair of ``configs/train_classifier.json`` through :class:`ctsynth.experiments.StudyRunner` and
+writes the comparison table.
+
+Unlike the paper, which split per cube after its GANs had trained on every scan, the split here is the study's
+patient-level split (:mod:`ctsynth.experiments.splits`, recorded by ``configs/prepare_data.json``): all cubes of a
+patient are on one side, the test patients' cubes are test cubes only, and the GANs behind Config II's synthetic
+cubes never saw a test patient.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +28,19 @@ from typing import Any
 import numpy as np
 
 from ctsynth.data.io import write_json_atomic
+from ctsynth.experiments import (
+    PatientSplit,
+    StudyArm,
+    StudyRunner,
+    assert_no_test_leak,
+    load_or_make_patient_split,
+    make_patient_split,
+    overrides_from_argv,
+)
+from ctsynth.experiments.arms import synthetic_counts_for_balance as balance_counts
+from ctsynth.report.tables import write_table
 from scripts.classifier import classification_summary, json_safe, save_curve_plots
-from scripts.evaluation import write_table
+from scripts.prepare import cube_case_ids
 
 logger = logging.getLogger(__name__)
 
@@ -30,19 +48,18 @@ __all__ = [
     "PAPER_CLASSIFIER_RESULTS",
     "ClassifierStudy",
     "build_classifier_datalist",
+    "bundle_cli_overrides",
     "cubes_without_label",
     "latest_checkpoint",
     "list_volumes",
     "load_classifier_datalist",
     "select_run_data",
-    "stratified_kfold",
-    "stratified_train_test_split",
     "summarize_study",
     "synthetic_counts_for_balance",
     "write_run_counts",
 ]
 
-# Published classifier results (3DGAUnet, Shi et al. 2023, section 3.4 / Fig. 5; digest section 6.3).
+# Published classifier results (3DGAUnet, Shi et al. 2023, section 3.4 / Fig. 5).
 PAPER_CLASSIFIER_RESULTS: dict[str, dict[str, float]] = {
     "I": {"roc_auc": 0.67, "pr_auc": 0.80},
     "II": {"roc_auc": 0.79, "pr_auc": 0.87},
@@ -51,73 +68,6 @@ EXPERIMENTS = ("I", "II")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # label maps written beside images (e.g. blended cubes and their tumour masks) are not classifier inputs
 LABEL_NAME = re.compile(r"(^|[_.-])(label|labels|mask|masks|seg)([_.-]|$)", flags=re.IGNORECASE)
-
-
-def _labels_array(labels: Sequence[int]) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError("labels must be a non-empty 1D sequence of 0/1 class labels.")
-    if not np.all((y == 0) | (y == 1)):
-        raise ValueError("labels must hold only 0 (healthy) and 1 (PDAC).")
-    return y.astype(int)
-
-
-def stratified_train_test_split(
-    labels: Sequence[int], test_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[int], list[int]]:
-    """Seeded split of item indices into (train, test) with ``round(test_fraction * n_class)`` test items per class.
-
-    Args:
-        labels: 0/1 class label per item.
-        test_fraction: fraction of each class held out (0.2 gives the paper's 35 of 174 and 51 of 254).
-        seed: NumPy seed.
-
-    Returns:
-        Sorted train indices and sorted test indices (disjoint, covering every item).
-    """
-    y = _labels_array(labels)
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    rng = np.random.default_rng(seed)
-    test: list[int] = []
-    for cls in (0, 1):
-        idx = np.flatnonzero(y == cls)
-        perm = rng.permutation(idx)
-        test.extend(int(i) for i in perm[: int(round(test_fraction * idx.size))])
-    test_set = set(test)
-    return [i for i in range(y.size) if i not in test_set], sorted(test_set)
-
-
-def stratified_kfold(labels: Sequence[int], n_folds: int = 3, seed: int = 0) -> list[int]:
-    """Seeded stratified fold index per item: each class is shuffled and dealt round-robin over the folds.
-
-    The dealing continues across classes, so fold sizes differ by at most one and each class' counts per fold
-    differ by at most one.
-
-    Args:
-        labels: 0/1 class label per item.
-        n_folds: number of folds (the paper: 3).
-        seed: NumPy seed.
-
-    Returns:
-        Fold index (0 .. n_folds - 1) of every item.
-
-    Raises:
-        ValueError: when a class has fewer items than folds (a fold would miss it).
-    """
-    y = _labels_array(labels)
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be >= 2, got {n_folds}.")
-    rng = np.random.default_rng(seed)
-    folds = np.full(y.size, -1, dtype=int)
-    offset = 0
-    for cls in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        if 0 < idx.size < n_folds:
-            raise ValueError(f"class {cls} has {idx.size} items, fewer than n_folds={n_folds}.")
-        folds[idx] = (offset + np.arange(idx.size)) % n_folds
-        offset = (offset + idx.size) % n_folds
-    return [int(f) for f in folds]
 
 
 def synthetic_counts_for_balance(
@@ -129,9 +79,10 @@ def synthetic_counts_for_balance(
 ) -> tuple[int, int]:
     """How many synthetic PDAC and healthy cubes to add so the training classes are balanced.
 
-    Rule: add as many synthetic cubes as possible such that both classes end with the same count, within what is
-    available and within an optional ``total`` budget; when balance cannot be reached, add only the minority class,
-    all that is available (the closest to balance). With the paper's 139 / 203 real cubes and a budget of 164 (or
+    The two-class case of :func:`ctsynth.experiments.arms.synthetic_counts_for_balance`: add as many synthetic cubes
+    as possible such that both classes end with the same count, within what is available and within an optional
+    ``total`` budget; when balance cannot be reached, add only the minority class, all that is available (the
+    closest to balance). With the paper's 139 / 203 real cubes and a budget of 164 (or
     exactly 114 / 50 available) this gives its 114 synthetic PDAC + 50 synthetic healthy (253 / 253).
 
     Args:
@@ -144,21 +95,8 @@ def synthetic_counts_for_balance(
     Returns:
         ``(n_synthetic_pdac, n_synthetic_healthy)``.
     """
-    counts = (n_real_pdac, n_real_healthy, available_pdac, available_healthy)
-    if any(int(c) != c or c < 0 for c in counts) or (total is not None and total < 0):
-        raise ValueError(f"counts must be non-negative integers, got {counts} and total={total}.")
-    gap = n_real_healthy - n_real_pdac  # synthetic PDAC must exceed synthetic healthy by this much
-    budget = available_pdac + available_healthy if total is None else int(total)
-    if gap >= 0:
-        minority_avail, majority_avail = available_pdac, available_healthy
-    else:
-        gap, minority_avail, majority_avail = -gap, available_healthy, available_pdac
-    if gap > min(minority_avail, budget):
-        n_minority, n_majority = min(minority_avail, budget), 0
-    else:
-        n_majority = min(majority_avail, minority_avail - gap, (budget - gap) // 2)
-        n_minority = n_majority + gap
-    return (n_minority, n_majority) if n_real_healthy >= n_real_pdac else (n_majority, n_minority)
+    counts = balance_counts({1: n_real_pdac, 0: n_real_healthy}, {1: available_pdac, 0: available_healthy}, total)
+    return counts[1], counts[0]
 
 
 def list_volumes(source: str | os.PathLike | Sequence[str], pattern: str = "*") -> list[str]:
@@ -195,11 +133,13 @@ def build_classifier_datalist(
     seed: int = 0,
     synthetic_pdac_pattern: str = "*",
     synthetic_healthy_pattern: str = "*",
+    split_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Datalist of classifier cubes: real cubes split into folds and a held-out test set, synthetic cubes apart.
+    """Datalist of classifier cubes: real cubes split by patient into folds and a held-out test set, synthetic apart.
 
-    Items are ``{"image": path, "label": 0 healthy | 1 PDAC, "source": "real" | "synthetic"}``; real training items
-    carry ``"fold"``. Synthetic cubes never enter a validation fold or the test set.
+    Items are ``{"image": path, "label": 0 healthy | 1 PDAC, "source": "real" | "synthetic"}``; real items carry their
+    ``"case"`` and real training items their ``"fold"`` (the fold of their patient). Every cube of a test patient is a
+    test cube, whatever its class. Synthetic cubes never enter a validation fold or the test set.
 
     Args:
         real_pdac: folder (or list) of real 64^3 PDAC cubes (centred on the tumour).
@@ -207,34 +147,52 @@ def build_classifier_datalist(
         synthetic_pdac: blended synthetic PDAC cubes (``configs/blend.json`` output), optional.
         synthetic_healthy: synthetic pancreas cubes (``configs/inference.json`` output), optional.
         out: JSON path to write (paths stored relative to its folder); ``None``: not written, absolute paths.
-        test_fraction: held-out fraction per class (0.2).
-        n_folds: cross-validation folds over the remaining real cubes (3).
+        test_fraction: held-out fraction of the patients (stratified by the classes of their cubes).
+        n_folds: cross-validation folds over the remaining patients (3).
         seed: split seed.
         synthetic_pdac_pattern: glob selecting the synthetic PDAC images in their folder (e.g. ``"*_image.nii.gz"``
             when masks sit beside them).
         synthetic_healthy_pattern: glob selecting the synthetic healthy images.
+        split_file: the study's recorded patient split (``<cubes>/split.json`` of ``configs/prepare_data.json``),
+            used when it exists and made there (over the cubes' patients) when it does not; ``None``: a split made
+            for this call only, not recorded.
 
     Returns:
         The datalist dict (``training``, ``testing``, ``synthetic`` and the split settings).
 
     Raises:
-        FileNotFoundError: on a missing folder; ValueError: when a real class has no cube.
+        FileNotFoundError: on a missing folder; ValueError: when a real class has no cube or fewer training cubes than
+        folds, a cube's patient is not in the recorded split, or the recorded split has another number of folds.
     """
-    real = [(f, 1) for f in list_volumes(real_pdac)] + [(f, 0) for f in list_volumes(real_healthy)]
+    pdac_files, healthy_files = list_volumes(real_pdac), list_volumes(real_healthy)
+    real = [(f, 1) for f in pdac_files] + [(f, 0) for f in healthy_files]
     if not any(y == 1 for _, y in real) or not any(y == 0 for _, y in real):
         raise ValueError(f"need real cubes of both classes, found {len(real)} in {real_pdac} and {real_healthy}.")
-    labels = [y for _, y in real]
-    train_idx, test_idx = stratified_train_test_split(labels, test_fraction=test_fraction, seed=seed)
-    train_labels = [labels[i] for i in train_idx]
+    cases = cube_case_ids([f for f, _ in real])
+    classes: dict[str, set[int]] = {}
+    for case, (_, y) in zip(cases, real, strict=True):
+        classes.setdefault(case, set()).add(y)
+    strata = {c: "+".join(str(y) for y in sorted(ys)) for c, ys in classes.items()}
+    if split_file is not None and Path(split_file).is_file():
+        split = PatientSplit.load(split_file)
+    elif split_file is not None:
+        split = load_or_make_patient_split(split_file, sorted(classes), n_folds, test_fraction, seed, strata)
+    else:
+        split = make_patient_split(sorted(classes), n_folds, test_fraction, seed, strata)
+    if split.n_folds != int(n_folds):
+        raise ValueError(f"{split_file}: the recorded patient split has {split.n_folds} folds, not n_folds={n_folds}.")
+    absent = sorted(set(cases) - set(split.cases))
+    if absent:
+        raise ValueError(f"{split_file}: cube patient(s) not in the recorded split: {absent[:5]}")
+    folds = [split.fold_of(c) for c in cases]
     for cls, name, source in ((1, "PDAC", real_pdac), (0, "healthy", real_healthy)):
-        n_train = sum(y == cls for y in train_labels)
+        n_train = sum(y == cls and f is not None for (_, y), f in zip(real, folds, strict=True))
         if n_train < n_folds:
-            n_all = sum(y == cls for y in labels)
+            n_all = sum(y == cls for _, y in real)
             raise ValueError(
                 f"{n_all} real {name} cube(s) from {source}: {n_train} left after the {test_fraction:g} test split, "
                 f"fewer than n_folds={n_folds}; add cases (or lower n_folds / test_fraction)."
             )
-    folds = stratified_kfold(train_labels, n_folds=n_folds, seed=seed)
     synthetic: list[tuple[str, int]] = []
     if synthetic_pdac is not None:
         synthetic += [(f, 1) for f in list_volumes(synthetic_pdac, synthetic_pdac_pattern)]
@@ -242,21 +200,23 @@ def build_classifier_datalist(
         synthetic += [(f, 0) for f in list_volumes(synthetic_healthy, synthetic_healthy_pattern)]
     base = None if out is None else Path(out).resolve().parent
 
-    def _path(f: str) -> str:
+    def _path(f: str | os.PathLike) -> str:
         return str(Path(f).resolve()) if base is None else os.path.relpath(Path(f).resolve(), base)
 
-    datalist = {
+    datalist: dict[str, Any] = {
         "description": "3DGAUnet PDAC classifier cubes: label 1 = PDAC, 0 = healthy pancreas",
-        "seed": seed,
-        "n_folds": n_folds,
-        "test_fraction": test_fraction,
-        "training": [
-            {"image": _path(real[i][0]), "label": real[i][1], "source": "real", "fold": fold}
-            for i, fold in zip(train_idx, folds, strict=True)
-        ],
-        "testing": [{"image": _path(real[i][0]), "label": real[i][1], "source": "real"} for i in test_idx],
-        "synthetic": [{"image": _path(f), "label": y, "source": "synthetic"} for f, y in synthetic],
+        "seed": split.seed,
+        "n_folds": split.n_folds,
+        "test_fraction": split.test_fraction,
     }
+    if split_file is not None:
+        datalist["split_file"] = _path(split_file)
+    real_items = [
+        {"image": _path(f), "label": y, "source": "real", "case": c} for (f, y), c in zip(real, cases, strict=True)
+    ]
+    datalist["training"] = [{**it, "fold": f} for it, f in zip(real_items, folds, strict=True) if f is not None]
+    datalist["testing"] = [it for it, f in zip(real_items, folds, strict=True) if f is None]
+    datalist["synthetic"] = [{"image": _path(f), "label": y, "source": "synthetic"} for f, y in synthetic]
     if out is not None:
         write_json_atomic(datalist, out)
     return datalist
@@ -287,6 +247,8 @@ def load_classifier_datalist(path: str | os.PathLike) -> dict[str, Any]:
             image = Path(item["image"])
             items.append({**item, "image": str(image if image.is_absolute() else (path.parent / image).resolve())})
         data[key] = items
+    if data.get("split_file") and not Path(data["split_file"]).is_absolute():
+        data["split_file"] = str((path.parent / data["split_file"]).resolve())
     return data
 
 
@@ -323,27 +285,25 @@ def select_run_data(
     train = [it for it in training if int(it["fold"]) != int(fold)]
     validate = [it for it in training if int(it["fold"]) == int(fold)]
     test = list(datalist["testing"])
-    added: list[dict[str, Any]] = []
-    if experiment == "II":
-        synthetic = list(datalist.get("synthetic", []))
-        syn_pdac = [it for it in synthetic if int(it["label"]) == 1]
-        syn_healthy = [it for it in synthetic if int(it["label"]) == 0]
-        n_pdac = sum(int(it["label"]) == 1 for it in training)
-        n_pdac_add, n_healthy_add = synthetic_counts_for_balance(
-            n_pdac, len(training) - n_pdac, len(syn_pdac), len(syn_healthy), n_synthetic_total
+    arm = (
+        StudyArm("II", "real+synthetic", balance_classes=True, n_synthetic=n_synthetic_total)
+        if experiment == "II"
+        else StudyArm("I", "real")
+    )
+    synthetic = list(datalist.get("synthetic", []))
+    # balanced on the whole real training set (the paper's Table 4 counts): every fold gets the same synthetic subset
+    records = arm.training_records(train, synthetic, seed=seed, balance_reference=training)
+    added = [it for it in records if it["source"] == "synthetic"]
+    if experiment == "II" and not added:
+        logger.warning(
+            "Config II fold %s: no synthetic cube added (%d synthetic PDAC, %d synthetic healthy in the datalist), "
+            "so it trains on the same data as Config I; blend and sample first, then re-run make_datalist.",
+            fold,
+            sum(int(it["label"]) == 1 for it in synthetic),
+            sum(int(it["label"]) == 0 for it in synthetic),
         )
-        if n_pdac_add + n_healthy_add == 0:
-            logger.warning(
-                "Config II fold %s: no synthetic cube added (%d synthetic PDAC, %d synthetic healthy in the datalist), "
-                "so it trains on the same data as Config I; blend and sample first, then re-run make_datalist.",
-                fold,
-                len(syn_pdac),
-                len(syn_healthy),
-            )
-        rng = np.random.default_rng(seed)
-        added = [syn_pdac[i] for i in sorted(rng.permutation(len(syn_pdac))[:n_pdac_add])]
-        added += [syn_healthy[i] for i in sorted(rng.permutation(len(syn_healthy))[:n_healthy_add])]
     train = train + added
+    _check_no_test_patient(datalist, train + validate, f"Config {experiment} fold {fold}")
 
     def _item(it: Mapping[str, Any]) -> dict[str, Any]:  # same keys everywhere, so batches collate
         return {"image": it["image"], "label": int(it["label"]), "source": str(it.get("source", "real"))}
@@ -361,6 +321,20 @@ def select_run_data(
         "test": _count(test),
     }
     return {"train": train, "validate": validate, "test": test, "counts": counts}
+
+
+def _check_no_test_patient(datalist: Mapping[str, Any], items: Sequence[Mapping[str, Any]], stage: str) -> None:
+    """Raise when a training or validation cube belongs to a test patient (of the recorded split when the datalist
+    names one that exists, else of the datalist's own test cubes)."""
+    real = [it for it in items if "case" in it]
+    split_file = datalist.get("split_file")
+    if split_file and Path(split_file).is_file():
+        assert_no_test_leak(real, PatientSplit.load(split_file), stage=stage)
+        return
+    test_cases = {it["case"] for it in datalist.get("testing", []) if "case" in it}
+    leaked = sorted({it["case"] for it in real} & test_cases)
+    if leaked:
+        raise ValueError(f"{stage}: test patient(s) in the training input: {leaked}")
 
 
 def latest_checkpoint(run_dir: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
@@ -444,6 +418,19 @@ def summarize_study(
         ],
         digits=3,
         extra={"comparison": result},
+        protocol=(
+            "patient-level split recorded before any training (test patients in no GAN and no classifier training "
+            "data); 64^3 cubes, HU window [-100, 170]; Config II adds synthetic cubes to balance the classes"
+        ),
+        comparability={
+            "ROC AUC (test)": ("ordering only", "other scans and split; the paper's GANs saw its test tumours"),
+            "PR AUC (test)": ("ordering only", "as ROC AUC; PR AUC also depends on the test set's class ratio"),
+            "ROC AUC (CV mean)": ("ordering only", "the paper does not say whether its values are test or CV"),
+            "PR AUC (CV mean)": ("ordering only", "the paper does not say whether its values are test or CV"),
+            "Precision@t": ("not comparable", "not reported by the paper"),
+            "Recall/TPR@t": ("not comparable", "not reported by the paper"),
+            "FPR@t": ("not comparable", "not reported by the paper"),
+        },
     )
     if curves:
         save_curve_plots(curves, out, title="test set (fold ensemble)", prefix="test_")
@@ -485,22 +472,35 @@ def _comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def bundle_cli_overrides() -> dict[str, Any]:
+    """The config overrides given on the command line when this process is ``python -m monai.bundle run ...``
+    (:func:`ctsynth.experiments.overrides_from_argv`), else ``{}``; the study forwards them to every run."""
+    main = Path(sys.argv[0]) if sys.argv else Path()
+    if main.parts[-3:] != ("monai", "bundle", "__main__.py") or len(sys.argv) < 2 or sys.argv[1] != "run":
+        return {}
+    return overrides_from_argv(sys.argv[1:])
+
+
 class ClassifierStudy:
     """Run every (configuration, fold) pair of ``configs/train_classifier.json``, then :func:`summarize_study`.
 
-    Each run re-reads the config file with ``overrides`` plus ``experiment``/``fold`` and executes its ``run_one``
-    section in a fresh :class:`monai.bundle.ConfigWorkflow`, so networks, optimisers, engines and handlers are new
-    for every run. Runs whose ``test/metrics.json`` exists are skipped (the study resumes after a crash; an
-    interrupted run resumes from its last epoch checkpoint).
+    Each run executes the config's ``run_one`` section in a fresh :class:`monai.bundle.ConfigWorkflow`
+    (:class:`ctsynth.experiments.StudyRunner`, in process), so networks, optimisers, engines and handlers are new for
+    every run. Runs whose validation and test ``metrics.json`` exist are skipped (the study resumes after a crash; an
+    interrupted run resumes from its last epoch checkpoint). The per-run metrics also land in
+    ``<output_dir>/study_metrics.csv`` and ``study_summary.json``.
 
     Args:
         config_file: the classifier config (or a list of configs merged in order).
-        overrides: config values forwarded to every run (the study forwards the top-level knobs it was run with).
+        overrides: config values forwarded to every run.
         experiments: configurations to run (``["I", "II"]``).
         n_folds: folds per configuration.
         output_dir: the study folder (``config_<E>/fold_<k>/`` below it).
         threshold: decision threshold of the summary.
-        skip_completed: skip runs that already wrote their test metrics.
+        skip_completed: skip runs that already wrote their metrics.
+        forward_cli_overrides: also forward every override of the ``python -m monai.bundle run`` command line that
+            started this study (:func:`bundle_cli_overrides`; e.g. ``--train#dataloader#num_workers 2``), on top of
+            ``overrides``.
     """
 
     def __init__(
@@ -512,46 +512,43 @@ class ClassifierStudy:
         output_dir: str | os.PathLike = "eval/classifier",
         threshold: float = 0.5,
         skip_completed: bool = True,
+        forward_cli_overrides: bool = True,
     ) -> None:
         bad = [e for e in experiments if str(e) not in EXPERIMENTS]
         if bad:
             raise ValueError(f"unknown experiments {bad}; use 'I' (real only) and/or 'II' (real + synthetic).")
         self.config_file = config_file
-        self.overrides = dict(overrides or {})
+        cli = bundle_cli_overrides() if forward_cli_overrides else {}
+        # the study itself sets these per run or for all runs
+        cli = {k: v for k, v in cli.items() if k not in ("experiment", "experiments", "fold", "output_dir")}
+        self.overrides = {**dict(overrides or {}), **cli}
         self.experiments = [str(e) for e in experiments]
         self.n_folds = int(n_folds)
         self.output_dir = Path(output_dir)
         self.threshold = threshold
-        self.skip_completed = skip_completed
+        self.runner = StudyRunner(
+            config_file,
+            arms=self.experiments,
+            folds=self.n_folds,
+            output_dir=self.output_dir,
+            overrides={**self.overrides, "n_folds": self.n_folds},
+            run_id="run_one",
+            arm_key="experiment",
+            fold_key="fold",
+            run_dir="config_{arm}/fold_{fold}",
+            metrics_files={"validation": "validation/metrics.json", "test": "test/metrics.json"},
+            in_process=True,
+            skip_completed=skip_completed,
+            workflow_type="train",
+        )
 
     def run_one(self, experiment: str, fold: int) -> None:
         """Train and test one (configuration, fold) pair."""
-        from monai.bundle import ConfigWorkflow
-
-        run_dir = self.output_dir / f"config_{experiment}" / f"fold_{fold}"
-        if self.skip_completed and (run_dir / "test" / "metrics.json").is_file():
-            return
-        config_files = [self.config_file] if isinstance(self.config_file, str | os.PathLike) else self.config_file
-        meta = Path(config_files[0]).parent / "metadata.json"
-        overrides = {**self.overrides, "experiment": experiment, "fold": fold, "n_folds": self.n_folds}
-        overrides["output_dir"] = str(self.output_dir)
-        workflow = ConfigWorkflow(
-            config_file=[str(c) for c in config_files],
-            meta_file=str(meta) if meta.is_file() else None,
-            logging_file=False,
-            workflow_type="train",
-            run_id="run_one",
-            **overrides,
-        )
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
+        self.runner.run_one(str(experiment), int(fold))
 
     def run(self) -> dict[str, Any]:
         """Run all pairs (configuration-major order) and return the comparison of :func:`summarize_study`."""
-        for experiment in self.experiments:
-            for fold in range(self.n_folds):
-                self.run_one(experiment, fold)
+        self.runner.run()
         return summarize_study(self.output_dir, self.experiments, self.n_folds, self.threshold)
 
 

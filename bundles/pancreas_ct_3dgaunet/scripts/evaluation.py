@@ -1,27 +1,29 @@
 """Tables in the 3DGAUnet paper's layout (Tables 1-4) with the published numbers beside ours.
 
-The published values are copied from the paper (Shi et al. 2023, Tables 1-3 and section 3.4; digest sections 5.2-5.4
-and 6.3) and are always labelled ``(paper)``; nothing here computes them.
+The published values are copied from the paper (Shi et al. 2023, Tables 1-3 and section 3.4) and are always labelled
+``(paper)``; nothing here computes them. Each table is written through :mod:`ctsynth.report.tables` with its protocol
+and, per column, whether it is comparable with the paper (:data:`PAPER_TABLES`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ctsynth.data.io import atomic_write, write_json_atomic
+from ctsynth.data.io import write_json_atomic
 from ctsynth.metrics.options import EvaluationOptions
+from ctsynth.report.tables import PaperTable, format_value, interleave_rows, paper_rows, table_to_markdown
+from ctsynth.report.tables import write_table as write_table_with_notes
 
 __all__ = [
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "PAPER_TABLE3",
+    "PAPER_TABLES",
     "PLANES",
     "PaperEvaluation",
     "table1_row",
@@ -68,41 +70,6 @@ PAPER_TABLE3: dict[str, dict[str, float]] = {
 }
 
 
-def format_value(value: Any, digits: int = 2) -> str:
-    """Number with ``digits`` decimals, or 3 significant digits when ``digits`` decimals would show fewer than two
-    (so small values such as an untrained network's F3D do not print as 0.00, while 0.67 with 3 decimals stays
-    0.670 like the other cells of its column); ``None``/NaN as ``n/a``; other values as ``str``."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | float):
-        v = float(value)
-        if v != 0 and abs(v) < 10.0 ** (1 - digits):
-            return f"{v:#.3g}"
-        return f"{v:.{digits}f}"
-    return str(value)
-
-
-def table_to_markdown(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str],
-    title: str = "",
-    notes: Sequence[str] = (),
-    digits: int = 2,
-) -> str:
-    """A GitHub-markdown table of ``rows`` (dicts) restricted to ``columns``, with an optional title and notes."""
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    for row in rows:
-        lines.append("| " + " | ".join(format_value(row.get(c), digits) for c in columns) + " |")
-    if notes:
-        lines.append("")
-        lines.extend(f"- {n}" for n in notes)
-    return "\n".join(lines) + "\n"
-
-
 def write_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
@@ -113,39 +80,14 @@ def write_table(
     digits: int = 2,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write one table as ``<name>.md``, ``<name>.csv`` and ``<name>.json`` in ``out_dir``.
-
-    Args:
-        rows: one dict per row (keys = column names; missing cells print ``n/a``).
-        columns: column order.
-        out_dir: destination folder.
-        name: file stem.
-        title: markdown heading.
-        notes: markdown bullet notes (provenance of the paper's numbers, flags such as random weights).
-        digits: decimals in markdown (CSV/JSON keep full precision).
-        extra: additional JSON fields (settings, flags).
-
-    Returns:
-        ``{"md": path, "csv": path, "json": path}``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv", "json": out / f"{name}.json"}
-    markdown = table_to_markdown(rows, columns, title, notes, digits)
-    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(markdown))
-
-    def write_csv(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-
-    atomic_write(paths["csv"], write_csv)
-    payload = {"title": title, "columns": list(columns), "rows": [dict(r) for r in rows], "notes": list(notes)}
-    payload.update(extra or {})
-    write_json_atomic(payload, paths["json"])  # NaN -> null, NumPy values -> numbers
-    return paths
+    """:func:`ctsynth.report.tables.write_table` with the protocol and per-column comparability of the 3DGAUnet table
+    ``name`` when it is one of :data:`PAPER_TABLES` (Tables 1-3), so every table carries its header note."""
+    spec = PAPER_TABLES.get(name)
+    protocol = spec.protocol if spec is not None else ""
+    comparability = {k: v for k, v in spec.comparability.items() if k in columns} if spec is not None else None
+    return write_table_with_notes(
+        rows, columns, out_dir, name, title, notes, digits, extra, protocol=protocol, comparability=comparability
+    )
 
 
 # slice-plane names of ctsynth's slice extractors (xy axial, yz sagittal, zx coronal for RAS volumes) and of its PSNR
@@ -164,6 +106,69 @@ RANDOM_WEIGHTS_NOTE = (
     "random weights: a feature network of this table's metrics ran without pretrained weights "
     "(allow_random_weights); those numbers are not comparable to published ones."
 )
+
+_SUITE = (
+    "ctsynth metric suite on cubes in HU windowed [-100, 170] -> [0, 1], at most max_volumes (100) per set, a seeded "
+    "subset; real reference = the unaugmented ('orig') training cubes of this dataset"
+)
+_FID_SLICES = (
+    "Inception-v3 pool3 features of the centre slice per plane as in the paper, but on other scans, another real "
+    "reference and another sample count; absolute FID depends on all three"
+)
+#: protocol and per-column comparability of the paper's Tables 1-3 (Shi et al. 2023), printed above each table
+PAPER_TABLES: dict[str, PaperTable] = {
+    "table1": PaperTable(
+        name="table1",
+        title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)",
+        columns=tuple(TABLE1_COLUMNS),
+        key_columns=("Tissue", "Model"),
+        paper_values=PAPER_TABLE1,
+        citation="Shi et al. 2023, Table 1",
+        paper_source=PAPER_SOURCE,
+        protocol=f"{_SUITE}; fid2d_slices (centre slice per plane) and psnr (centre slices, mean per plane).",
+        comparability={
+            **{f"FID-{a}": ("ordering only", _FID_SLICES) for a in PLANE_ABBREV.values()},
+            **{
+                f"PSNR-{a}": ("ordering only", "unpaired real and synthetic slices; the paper does not say how it "
+                              "paired them")
+                for a in PLANE_ABBREV.values()
+            },
+        },
+    ),
+    "table2": PaperTable(
+        name="table2",
+        title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)",
+        columns=tuple(TABLE2_COLUMNS),
+        key_columns=("Tissue", "Model"),
+        paper_values=PAPER_TABLE2,
+        citation="Shi et al. 2023, Table 2",
+        paper_source=PAPER_SOURCE,
+        protocol=f"{_SUITE}; f3d (untrained seed-42 classifier CNN), mmd_linear, msssim (pairwise among samples).",
+        comparability={
+            "F3D": ("not comparable", "F3D scales with the square of the input intensity: ours feeds [0, 1] cubes, "
+                    "the paper's magnitudes fit 0-255 input"),
+            "MMD^2": ("not comparable", "the paper states neither its kernel nor its input scale; ours is the "
+                      "linear-kernel MMD^2 on [0, 1] voxels"),
+            "MS-SSIM": ("ordering only", "pairwise among synthetic samples as in the paper; its window and scale "
+                        "settings for 32^3 and 64^3 cubes are not stated"),
+        },
+    ),
+    "table3": PaperTable(
+        name="table3",
+        title="Table 3: slice-wise FID of the blending methods",
+        columns=tuple(TABLE3_COLUMNS),
+        key_columns=("Blending Methods",),
+        paper_values=PAPER_TABLE3,
+        citation="Shi et al. 2023, Table 3",
+        paper_source=PAPER_SOURCE,
+        protocol=f"{_SUITE}; fid2d_slices of each blended set against blend_reference (real 64^3 PDAC cubes).",
+        comparability={
+            f"FID-{a}": ("ordering only", "the paper does not state Table 3's reference set and its values are about "
+                         "ten times smaller than Table 1's; ours uses real 64^3 PDAC cubes")
+            for a in PLANE_ABBREV.values()
+        },
+    ),
+}  # fmt: skip
 
 
 def _metric(results: Mapping[str, Any], name: str, *path: str) -> Any:
@@ -205,11 +210,7 @@ def table3_row(method: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _paper_rows(table: Mapping[Any, Mapping[str, float]], keys: Sequence[str]) -> dict[Any, dict[str, Any]]:
-    rows = {}
-    for key, values in table.items():
-        names = key if isinstance(key, tuple) else (key,)
-        rows[key] = {**dict(zip(keys, names, strict=True)), "Source": PAPER_SOURCE, **values}
-    return rows
+    return paper_rows(table, keys, PAPER_SOURCE)
 
 
 def _canonical_model(model: str) -> str:
@@ -342,20 +343,7 @@ def _uses_random_weights(report: Mapping[str, Any], metrics: Sequence[str]) -> b
     return False
 
 
-def _interleave(
-    ours: Sequence[dict[str, Any]], paper: Mapping[Any, dict[str, Any]], keys: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Paper rows in the paper's order, each followed by our row of the same key; our extra rows at the end."""
-    rows, used = [], set()
-    for key, paper_row in paper.items():
-        rows.append(paper_row)
-        k = key if isinstance(key, tuple) else (key,)
-        for i, row in enumerate(ours):
-            if tuple(row[c] for c in keys) == k:
-                rows.append(row)
-                used.add(i)
-    rows += [row for i, row in enumerate(ours) if i not in used]
-    return rows
+_interleave = interleave_rows
 
 
 def reference_set(kind_dir: str | os.PathLike, out_dir: str | os.PathLike) -> str:

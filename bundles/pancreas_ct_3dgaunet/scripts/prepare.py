@@ -4,13 +4,19 @@ For every labelled CT (pancreas = 1, tumour = 2): the config's preprocessing (lo
 runs once, then each cube extractor (tumour 32^3, pancreas tissue 64^3) cuts one cube, the offline augmenter adds
 its rotated/flipped copies, and everything is written as NIfTI in HU at 1 mm with an MSD-style datalist per cube
 type (``<output_dir>/<kind>/datalist.json``). Windowing to [0, 1] happens when training loads the cubes.
+
+The study's patient-level split (:mod:`ctsynth.experiments.splits`) is made here, first, and recorded as
+``<output_dir>/split.json``: the GAN cubes are cut from the development (non-test) patients only, every cube records
+its ``case``, and every later stage (both GANs, blending, the classifier's cubes and runs) reads the same split, so no
+held-out test patient's voxels reach a generator or a classifier's training data.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +24,20 @@ import numpy as np
 import torch
 
 from ctsynth.data.datalist import find_cases
-from ctsynth.data.io import atomic_directory, require_finite, save_volume, write_json_atomic
+from ctsynth.data.io import atomic_directory, is_nifti_file, load_volume, require_finite, save_volume, write_json_atomic
+from ctsynth.experiments.splits import PatientSplit, assert_no_test_leak, case_id_of
 from ctsynth.transforms.cubes import ExtractPancreasCubed, ExtractTumorCubed
 from scripts.augmentation import OfflineAugmenter
 
-__all__ = ["find_labelled_cases", "load_cube_datalist", "prepare_cubes", "write_cubes"]
+__all__ = [
+    "assert_inputs_outside_test",
+    "cube_case_ids",
+    "find_labelled_cases",
+    "load_cube_datalist",
+    "prepare_cubes",
+    "tumour_strata",
+    "write_cubes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +69,17 @@ def find_labelled_cases(dataset_dir: str | os.PathLike, max_cases: int | None = 
     return out[: int(max_cases)] if max_cases else out
 
 
+def tumour_strata(cases: list[Mapping[str, str]], tumor_label: int = 2) -> dict[str, str]:
+    """Class of each case for a stratified patient split: ``"tumour"`` when its label map holds ``tumor_label``,
+    else ``"healthy"`` (keys: :func:`ctsynth.experiments.splits.case_id_of` of the case)."""
+    return {case_id_of(c): "tumour" if np.any(load_volume(c["label"])[0] == tumor_label) else "healthy" for c in cases}
+
+
 def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> list[dict]:
     """The ``training`` items of a cube datalist written by :func:`prepare_cubes`, with absolute paths.
+
+    When the datalist records the patient split it was cut under (``split_file``) and that file exists, the items are
+    checked against it: a cube of a held-out test patient stops the load (a generator must never train on it).
 
     Args:
         datalist_file: ``<cubes>/<kind>/datalist.json``.
@@ -67,6 +91,7 @@ def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.Path
     Raises:
         FileNotFoundError: when the datalist or one of its cubes is missing; the message names the file and says
             how to make the cubes.
+        ValueError: when a cube belongs to a test patient of the recorded split.
     """
     from monai.data import load_decathlon_datalist
 
@@ -83,7 +108,59 @@ def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.Path
     missing = [str(it["image"]) for it in items if not Path(str(it["image"])).is_file()]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} listed cube(s) not found (e.g. {missing[0]}); {hint}")
+    split_file = json.loads(path.read_text()).get("split_file")
+    if split_file and (path.parent / split_file).is_file():
+        assert_no_test_leak(items, PatientSplit.load(path.parent / split_file), stage=f"{path}")
     return items
+
+
+def cube_case_ids(files: Sequence[str | os.PathLike], warn: bool = True) -> list[str]:
+    """Patient (case) id of each cube file.
+
+    ``prepare_cubes`` writes ``<kind>/images/<case>_<tag>.nii.gz`` with a ``<kind>/datalist.json`` whose items carry
+    ``case``: that is used when present. Otherwise a ``<case>_orig`` name gives ``<case>``, and any other file counts
+    as its own patient (its absolute path without ``.nii.gz``; logged when ``warn``, since cubes of one scan could
+    then straddle the split).
+    """
+    lookups: dict[Path, dict[str, str]] = {}
+    ids, unknown = [], []
+    for f in files:
+        path = Path(f)
+        kind_dir = path.parent.parent
+        if kind_dir not in lookups:
+            datalist = kind_dir / "datalist.json"
+            items = json.loads(datalist.read_text()).get("training", []) if datalist.is_file() else []
+            lookups[kind_dir] = {Path(it["image"]).name: str(it["case"]) for it in items if "case" in it}
+        stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+        case = lookups[kind_dir].get(path.name)
+        if case is None and stem.endswith("_orig"):
+            case = stem[: -len("_orig")]
+        if case is None:  # the absolute path: same-named files of two folders are two patients
+            case = path.resolve().with_name(stem).as_posix()
+            unknown.append(path.name)
+        ids.append(case)
+    if unknown and warn:
+        logger.warning(
+            "%d cube(s) without a recorded case (e.g. %s): each counts as its own patient", len(unknown), unknown[0]
+        )
+    return ids
+
+
+def assert_inputs_outside_test(source: str | os.PathLike, split_file: str | os.PathLike | None) -> None:
+    """Raise when a NIfTI file of ``source`` (a folder, searched recursively) is a cube of a test patient of the
+    recorded split; nothing to check when ``split_file`` is ``None`` or does not exist.
+
+    A stage whose inputs may be real cubes (blending takes real pancreas cubes as tissue, for instance) calls this, so
+    that a folder of real cubes that includes the test patients (e.g. the classifier's real cubes) cannot feed it.
+    Synthetic samples carry no patient and always pass.
+
+    Raises:
+        ValueError: naming the folder and the leaked case ids.
+    """
+    if split_file is None or not Path(split_file).is_file():
+        return
+    files = sorted(p for p in Path(source).rglob("*") if is_nifti_file(p))
+    assert_no_test_leak(cube_case_ids(files, warn=False), PatientSplit.load(split_file), stage=f"{source}", case_of=str)
 
 
 def _has_target(extractor: Callable, label: torch.Tensor) -> bool:
@@ -118,7 +195,15 @@ def prepare_cubes(
     Returns:
         ``{kind: datalist path}`` inside ``output_dir``.
     """
+    split, split_file = kwargs.get("split"), kwargs.get("split_file")
     with atomic_directory(output_dir) as partial:
+        if (
+            split is not None
+            and split_file is not None
+            and Path(split_file).parent.resolve() == Path(output_dir).resolve()
+        ):
+            # the recorded split lives beside the cubes: it moves into place with them
+            kwargs["split_file"] = split.save(partial / Path(split_file).name)
         written = write_cubes(cases, preprocessing, extractors, partial, **kwargs)
     return {kind: Path(output_dir) / path.relative_to(partial) for kind, path in written.items()}
 
@@ -132,6 +217,8 @@ def write_cubes(
     spacing_mm: float = 1.0,
     image_key: str = "image",
     label_key: str = "label",
+    split: PatientSplit | None = None,
+    split_file: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Cut, augment and write the training cubes of every case; one datalist per cube kind.
 
@@ -144,20 +231,26 @@ def write_cubes(
         spacing_mm: voxel spacing of the cubes (for the affine when the cube carries none).
         image_key: key of the image.
         label_key: key of the label map.
+        split: the study's patient split; when given, ``cases`` must hold no test patient (they are cubes a
+            generator trains on; filter with ``ctsynth.experiments.filter_records(cases, split, "development")``).
+        split_file: where ``split`` is recorded; stored (relative) in each datalist so later stages can check.
 
     Returns:
         ``{kind: datalist path}``.
 
     Raises:
-        ValueError: when no case yields a cube of some kind (the message lists the kinds and the dataset size), or
-            a preprocessed image holds NaN or infinite values (the message names its file).
+        ValueError: when no case yields a cube of some kind (the message lists the kinds and the dataset size), a
+            case is a test patient of ``split``, or a preprocessed image holds NaN or infinite values (the message
+            names its file).
     """
     out_root = Path(output_dir)
+    if split is not None:
+        assert_no_test_leak(cases, split, stage="prepare_data (GAN training cubes)")
     entries: dict[str, list[dict[str, Any]]] = {k: [] for k in extractors}
     for index, case in enumerate(cases):
         data = preprocessing(dict(case))
         require_finite(np.asarray(torch.as_tensor(data[image_key])), case[image_key], "image (after preprocessing)")
-        case_id = Path(str(case[image_key])).name.split(".")[0]
+        case_id = case_id_of(case, image_key=image_key)
         for kind, extract in extractors.items():
             if not _has_target(extract, data[label_key]):
                 logger.warning("%s: no %s target in %s, skipped", kind, kind, case[label_key])
@@ -188,10 +281,10 @@ def write_cubes(
     written = {}
     for kind, items in entries.items():
         path = out_root / kind / "datalist.json"
-        write_json_atomic(
-            {"description": f"3DGAUnet {kind} cubes (HU, {spacing_mm} mm)", "cube_kind": kind, "training": items},
-            path,
-        )
+        datalist: dict[str, Any] = {"description": f"3DGAUnet {kind} cubes (HU, {spacing_mm} mm)", "cube_kind": kind}
+        if split_file is not None:
+            datalist["split_file"] = os.path.relpath(Path(split_file).resolve(), path.parent.resolve())
+        write_json_atomic({**datalist, "training": items}, path)
         written[kind] = path
         logger.info("%s: %d cubes -> %s", kind, len(items), path)
     return written

@@ -133,9 +133,10 @@ def find_cases(source: str | os.PathLike) -> tuple[Path, list[dict[str, Path]], 
 
 
 def split_cases(n_cases: int, n_folds: int = 5, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
-    """Seeded assignment of cases to a test split and to cross-validation folds.
+    """Seeded assignment of cases to a test split and to cross-validation folds, by index.
 
-    The cases are shuffled with ``numpy.random.default_rng(seed)``; the first ``round(test_fraction * n)`` go to
+    The project's one splitter, :func:`ctsynth.experiments.splits.make_patient_split`, applied to the case indices:
+    the cases are shuffled with ``numpy.random.default_rng(seed)``; the first ``round(test_fraction * n)`` go to
     the test split and the rest are dealt to folds 0, 1, ..., k-1, 0, 1, ... so fold sizes differ by at most one.
 
     Args:
@@ -150,19 +151,13 @@ def split_cases(n_cases: int, n_folds: int = 5, test_fraction: float = 0.2, seed
     Raises:
         ValueError: for bad arguments or fewer non-test cases than folds.
     """
-    if int(n_folds) != n_folds or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    n_test = int(np.floor(test_fraction * n_cases + 0.5))
-    if n_cases - n_test < n_folds:
-        raise ValueError(
-            f"fewer cases than folds: {n_cases} case(s), {n_test} held out for testing, leaves {n_cases - n_test} "
-            f"for {n_folds} folds"
-        )
-    order = np.random.default_rng(seed).permutation(n_cases)
-    assignment = np.full(n_cases, -1, dtype=np.int64)
-    assignment[order[n_test:]] = np.arange(n_cases - n_test) % n_folds
+    from ctsynth.experiments.splits import make_patient_split
+
+    ids = [f"{i:012d}" for i in range(int(n_cases))]  # zero-padded: sorted like the indices
+    split = make_patient_split(ids, n_folds=n_folds, test_fraction=test_fraction, seed=seed)
+    assignment = np.full(int(n_cases), -1, dtype=np.int64)
+    for k, fold in enumerate(split.folds):
+        assignment[[int(c) for c in fold]] = k
     return assignment
 
 
@@ -202,7 +197,8 @@ def make_datalist(
     out_path = root / DATALIST_JSON if out is None else Path(out)
     if out_path.is_dir():
         out_path = out_path / DATALIST_JSON
-    # sort by path relative to the dataset folder, so the split does not depend on where the dataset lives
+    # cases are identified by their path relative to the dataset folder, so the split does not depend on where the
+    # dataset lives
     cases = sorted(cases, key=lambda c: _relative(c["image"], root))
     assignment = split_cases(len(cases), n_folds=n_folds, test_fraction=test_fraction, seed=seed)
     base = out_path.parent
