@@ -384,6 +384,22 @@ def test_cube_datalist_missing_names_the_file_and_the_fix(gan_scripts, tmp_path)
     assert load(tmp_path / "cubes" / "datalist.json")[0]["image"] == str(tmp_path / "cubes" / "images" / "a.nii.gz")
 
 
+def test_corrupt_or_mixed_size_cubes_are_named_before_training(gan_scripts, tmp_path):
+    load = gan_scripts.prepare.load_cube_datalist
+    images = tmp_path / "images"
+    images.mkdir()
+    save_volume(np.zeros((4, 4, 4), np.float32), np.eye(4), images / "a.nii.gz")
+    save_volume(np.zeros((4, 4, 5), np.float32), np.eye(4), images / "b.nii.gz")
+    (images / "c.nii.gz").write_bytes(b"not a nifti file")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "images/a.nii.gz"}, {"image": "images/b.nii.gz"}]}))
+    with pytest.raises(ValueError, match=r"images/b.nii.gz: cube of shape \(4, 4, 5\), expected \(4, 4, 4\)"):
+        load(datalist, cube_size=4)
+    datalist.write_text(json.dumps({"training": [{"image": "images/a.nii.gz"}, {"image": "images/c.nii.gz"}]}))
+    with pytest.raises(ValueError, match=r"images/c.nii.gz: cube cannot be read as NIfTI"):
+        load(datalist, cube_size=4)
+
+
 def test_inference_without_weights_says_how_to_train(bundle_runner, tmp_path):
     proc = bundle_runner("pancreas_ct_3dgaunet").run_cli(
         "inference.json", args=("--ckpt_path", str(tmp_path / "model_tumor.pt")), check=False

@@ -147,3 +147,22 @@ def test_require_finite_names_the_file():
     ):
         require_finite(values, "a.nii.gz")
     require_finite(np.zeros(3, np.int16), "b.nii.gz")  # integers are always finite
+
+
+def test_list_volumes_reads_a_sample_folder_through_its_manifest(tmp_path):
+    import json
+
+    from ctsynth.data.io import list_volumes, save_volume
+
+    for name in ("tumor_0000.nii.gz", "tumor_0001.nii.gz", "stale_from_another_model.nii.gz"):
+        save_volume(np.zeros((2, 2, 2), np.float32), np.eye(4), tmp_path / name)
+    manifest = {"samples": [{"index": 0, "image": "tumor_0000.nii.gz"}, {"index": 1, "image": "tumor_0001.nii.gz"}]}
+    (tmp_path / "samples.json").write_text(json.dumps(manifest))
+    assert [p.name for p in list_volumes(tmp_path)] == ["tumor_0000.nii.gz", "tumor_0001.nii.gz"]
+    manifest["samples"].append({"index": 2, "image": "tumor_0002.nii.gz"})
+    (tmp_path / "samples.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError, match=r"samples.json: 1 listed sample\(s\) missing"):
+        list_volumes(tmp_path)
+    (tmp_path / "samples.json").write_text("{}")
+    with pytest.raises(ValueError, match="samples.json: not a sample manifest"):
+        list_volumes(tmp_path)

@@ -75,7 +75,9 @@ def tumour_strata(cases: list[Mapping[str, str]], tumor_label: int = 2) -> dict[
     return {case_id_of(c): "tumour" if np.any(load_volume(c["label"])[0] == tumor_label) else "healthy" for c in cases}
 
 
-def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> list[dict]:
+def load_cube_datalist(
+    datalist_file: str | os.PathLike, base_dir: str | os.PathLike | None = None, cube_size: int | None = None
+) -> list[dict]:
     """The ``training`` items of a cube datalist written by :func:`prepare_cubes`, with absolute paths.
 
     When the datalist records the patient split it was cut under (``split_file``) and that file exists, the items are
@@ -84,6 +86,7 @@ def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.Path
     Args:
         datalist_file: ``<cubes>/<kind>/datalist.json``.
         base_dir: folder the item paths are relative to (default: the datalist's folder).
+        cube_size: the edge every cube must have (checked from the NIfTI headers, before any training starts).
 
     Returns:
         MONAI's :func:`~monai.data.load_decathlon_datalist` items (``{"image": ..., "label": ..., ...}``).
@@ -91,8 +94,10 @@ def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.Path
     Raises:
         FileNotFoundError: when the datalist or one of its cubes is missing; the message names the file and says
             how to make the cubes.
-        ValueError: when a cube belongs to a test patient of the recorded split.
+        ValueError: when a cube belongs to a test patient of the recorded split, cannot be read, or is not
+            ``cube_size``^3 (the message names the cube).
     """
+    import nibabel as nib
     from monai.data import load_decathlon_datalist
 
     path = Path(datalist_file)
@@ -108,6 +113,16 @@ def load_cube_datalist(datalist_file: str | os.PathLike, base_dir: str | os.Path
     missing = [str(it["image"]) for it in items if not Path(str(it["image"])).is_file()]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} listed cube(s) not found (e.g. {missing[0]}); {hint}")
+    for item in items:
+        try:
+            shape = tuple(int(n) for n in nib.load(str(item["image"])).shape)
+        except Exception as e:  # nibabel raises several types for corrupt headers
+            raise ValueError(f"{item['image']}: cube cannot be read as NIfTI ({type(e).__name__}: {e}); {hint}") from e
+        if cube_size is not None and shape != (int(cube_size),) * 3:
+            raise ValueError(
+                f"{item['image']}: cube of shape {shape}, expected {(int(cube_size),) * 3} (listed in {path}); "
+                f"cubes of mixed sizes cannot be batched: re-run prepare_data.json, or check --model"
+            )
     split_file = json.loads(path.read_text()).get("split_file")
     if split_file and (path.parent / split_file).is_file():
         assert_no_test_leak(items, PatientSplit.load(path.parent / split_file), stage=f"{path}")

@@ -60,9 +60,12 @@ def nifti_stem(path: str | os.PathLike) -> str:
 def list_volumes(source: str | os.PathLike, exclude_pattern: str | None = DEFAULT_EXCLUDE_PATTERN) -> list[Path]:
     """NIfTI files of a folder (sorted; hidden and label-like names excluded), or the image entries of a datalist JSON.
 
+    A folder written by a bundle's sampler (it holds a ``samples.json`` manifest) is read through its manifest: exactly
+    the samples of its last run, never stray files of an earlier one.
+
     Args:
-        source: a folder of ``.nii``/``.nii.gz`` files; a datalist / MSD ``dataset.json`` file; or a folder holding
-            no NIfTI files but a ``datalist.json`` / ``dataset.json``.
+        source: a folder of ``.nii``/``.nii.gz`` files; a sample folder with a ``samples.json`` manifest; a datalist /
+            MSD ``dataset.json`` file; or a folder holding no NIfTI files but a ``datalist.json`` / ``dataset.json``.
         exclude_pattern: regex searched in each file stem; matching files are skipped (folders only; None keeps all).
 
     Returns:
@@ -75,6 +78,8 @@ def list_volumes(source: str | os.PathLike, exclude_pattern: str | None = DEFAUL
     src = Path(source)
     if not src.exists():
         raise FileNotFoundError(f"{src}: not found")
+    if src.is_dir() and (src / SAMPLE_MANIFEST).is_file():
+        return _manifest_images(src)
     if src.is_dir():
         files = sorted(p for p in src.iterdir() if is_nifti_file(p))
         if exclude_pattern:
@@ -84,6 +89,25 @@ def list_volumes(source: str | os.PathLike, exclude_pattern: str | None = DEFAUL
         if not any((src / n).is_file() for n in ("datalist.json", "dataset.json")):
             raise ValueError(f"{src}: no NIfTI volumes (.nii/.nii.gz) and no datalist.json/dataset.json found")
     return [Path(e["image"]) for e in datalist_image_entries(src)]
+
+
+SAMPLE_MANIFEST = "samples.json"
+
+
+def _manifest_images(folder: Path) -> list[Path]:
+    """The image files a sampler's manifest lists (checked to exist)."""
+    manifest_path = folder / SAMPLE_MANIFEST
+    try:
+        samples = json.loads(manifest_path.read_text())["samples"]
+        files = [folder / str(s["image"]) for s in samples]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{manifest_path}: not a sample manifest ({type(e).__name__}: {e})") from e
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{manifest_path}: {len(missing)} listed sample(s) missing, e.g. {missing[0]}")
+    if not files:
+        raise ValueError(f"{manifest_path}: the manifest lists no samples")
+    return files
 
 
 def datalist_image_entries(path: str | os.PathLike) -> list[dict[str, Any]]:
