@@ -178,3 +178,20 @@ def test_cli_evaluate(sets, tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["metrics"]) == {"mmd_linear", "histogram"}
     assert (out / "histogram.csv").exists() and (out / "histogram_overlay.png").exists()
+
+
+def test_evaluate_refuses_nan_and_normalised_volumes(sets, tmp_path):
+    rng = np.random.default_rng(0)
+    nan_set = tmp_path / "nan"
+    v = _volume(rng)
+    save_volume(_volume(rng), AFFINE, nan_set / "a.nii.gz")
+    v[1, 2, 3] = np.nan
+    save_volume(v, AFFINE, nan_set / "b.nii.gz")
+    with pytest.raises(ValueError, match=r"nan/b.nii.gz: real volume has 1 NaN and 0 infinite value\(s\)"):
+        evaluate(nan_set, sets / "syn", tmp_path / "o", metrics=["mmd_linear"])
+    unit = tmp_path / "unit"
+    for name in ("a", "b"):
+        save_volume(rng.random((32, 32, 32)).astype(np.float32), AFFINE, unit / f"{name}.nii.gz")
+    with pytest.raises(ValueError, match=r"unit/a.nii.gz: real volume has intensities in .*, which look normalised"):
+        evaluate(unit, sets / "syn", tmp_path / "o", metrics=["mmd_linear"])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.json"))
