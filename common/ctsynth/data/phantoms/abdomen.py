@@ -26,7 +26,7 @@ import numpy as np
 
 from ctsynth.data.labels import ABDOMEN_LABELS, to_msd_pancreas
 from ctsynth.data.phantoms.anatomy import SpineShape, paint_spine
-from ctsynth.data.phantoms.geometry import BodyFrame, SmoothField, Slices, ellipsoid, rotation, smooth_curve, tube
+from ctsynth.data.phantoms.geometry import BodyFrame, Slices, SmoothField, ellipsoid, rotation, smooth_curve, tube
 from ctsynth.data.phantoms.population import Patient, check_patient_args, draw_patient
 from ctsynth.data.phantoms.render import KernelNoise, render
 from ctsynth.data.phantoms.tissues import ABDOMEN_TISSUES, tissue_ids
@@ -605,13 +605,11 @@ def _paint(frame: BodyFrame, plan: Plan, lesion: dict | None, table: bool) -> np
     zb = plan.bifurcation_z
     _put(
         tissue,
-        tube(frame, np.array([[ax, ay, top], [ax, ay, zb]]), np.array([r_ao, 0.85 * r_ao])),
+        tube(frame, np.array([[ax, ay, top], [ax, ay, 60.0], [ax, ay, zb]]), np.array([r_ao, r_ao, 0.85 * r_ao])),
         T["aorta"],
     )
     for side in (1.0, -1.0):
-        pts = np.array(
-            [[ax, ay, zb + 5.0], [side * 45.0, ay - 8.0, zb - 80.0], [side * 60.0, -20.0, bottom]]
-        )
+        pts = np.array([[ax, ay, zb + 5.0], [side * 45.0, ay - 8.0, zb - 80.0], [side * 60.0, -20.0, bottom]])
         _put(tissue, tube(frame, pts, np.array([7.0, 6.0, 6.0])), T["aorta"])
     sh = plan.shift
     smv_x = plan.pancreas_ctrl[2][0] + 4.0

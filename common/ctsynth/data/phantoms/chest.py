@@ -1,6 +1,7 @@
 """Procedural chest CT phantom with lungs, branching airways and vessels, and optional solid nodules.
 
-Layout (anatomy units of :data:`CHEST_UNIT_MM` millimetres in the patient frame, ``u`` patient right, ``v`` anterior, ``w`` superior): skin, subcutaneous fat,
+Layout (anatomy units of :data:`CHEST_UNIT_MM` millimetres in the patient frame, ``u`` patient right, ``v``
+anterior, ``w`` superior): skin, subcutaneous fat,
 chest wall and pectoral muscles, ribs (cortex and marrow, sloping down anteriorly) and sternum, paraspinal
 muscles, thoracic spine, mediastinum with heart, aorta (ascending, arch, descending), SVC and pulmonary trunk,
 lungs above the diaphragm domes (the right dome higher), trachea and bronchial tree with air lumen, pulmonary vessel

@@ -3,8 +3,9 @@
 Anatomy is written in patient coordinates: ``u`` (patient right, +x of a RAS affine), ``v`` (anterior, +y) and
 ``w`` (superior, +z), in millimetres for the abdomen (a fixed number of millimetres per unit for the chest). The
 voxel grid only samples that patient (:class:`BodyFrame`), so the same seed draws the same anatomy at any size,
-spacing and field-of-view centre. Every primitive is evaluated only inside its own bounding box (a few percent of the volume for most organs)
-and returns ``(slices, field)`` where ``field`` is a normalised implicit function: ``<= 1`` inside the shape.
+spacing and field-of-view centre. Every primitive is evaluated only inside its own bounding box (a few percent of
+the volume for most organs) and returns ``(slices, field)`` where ``field`` is a normalised implicit function: ``<=
+1`` inside the shape.
 
 These helpers are written by hand because neither MONAI nor scikit-image offer implicit-shape rasterisation on
 anisotropic grids restricted to a bounding box, which is what keeps a 128^3 phantom well under one second.

@@ -137,5 +137,5 @@ def draw_patient(rng: np.random.Generator, sex: str | None = None, age: float | 
         kidney_ml=(float(kidneys[0]), float(kidneys[1])),
         pancreas_ml=float(np.clip(pancreas, 30.0, 160.0)),
         pancreas_fat=pancreas_fat,
-        aorta_mm=float(np.clip(aorta, 16.0, 32.0)),
+        aorta_mm=float(np.clip(aorta, 18.5, 30.0)),
     )
