@@ -24,6 +24,13 @@ ABDOMEN_LABELS: dict[str, int] = {
     "subcutaneous_fat": 11,
     "visceral_fat": 12,
     "bowel_gas": 13,
+    "gallbladder": 14,
+    "adrenal": 15,
+    "portal_vein": 16,
+    "rib": 17,
+    "lung": 18,
+    "heart": 19,
+    "table": 20,
 }
 
 CHEST_LABELS: dict[str, int] = {

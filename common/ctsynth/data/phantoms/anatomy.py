@@ -11,7 +11,7 @@ from ctsynth.data.phantoms.geometry import BodyFrame, tube
 
 @dataclass(frozen=True)
 class BodyShape:
-    """Per-seed body outline parameters (normalised units).
+    """Per-seed body outline parameters (anatomy units).
 
     Args:
         half_x: left-right semi-axis.
@@ -69,7 +69,7 @@ class BodyShape:
 
 @dataclass(frozen=True)
 class SpineShape:
-    """Per-seed vertebral column parameters (normalised units).
+    """Per-seed vertebral column parameters (anatomy units).
 
     Args:
         centre_v: antero-posterior centre of the vertebral bodies.
@@ -78,6 +78,8 @@ class SpineShape:
         phase: cranio-caudal offset of the segmentation.
         disc_fraction: fraction of the period taken by the disc.
         cortex: cortical shell thickness.
+        scale: anatomy units per reference unit of the fixed proportions (canal, arch, processes); the reference
+            unit is about 150 mm, so 1 for the chest (150 mm units) and 150 for anatomy written in mm.
     """
 
     centre_v: float
@@ -86,18 +88,24 @@ class SpineShape:
     phase: float
     disc_fraction: float
     cortex: float
+    scale: float = 1.0
 
     @classmethod
-    def random(cls, rng: np.random.Generator, centre_v: float, frame: BodyFrame) -> SpineShape:
-        """Jitter a lumbar-like column centred at ``centre_v``; the cortex is at least about one voxel thick."""
+    def random(cls, rng: np.random.Generator, centre_v: float, frame: BodyFrame, scale: float = 1.0) -> SpineShape:
+        """Jitter a lumbar-like column centred at ``centre_v``; the cortex is at least about one voxel thick.
+
+        With ``scale = 150`` (anatomy in mm) a vertebral body is about 39 x 30 mm and the period 31.5 mm, the adult
+        lumbar figures.
+        """
         s = rng.uniform(0.93, 1.07)
         return cls(
-            centre_v=centre_v + rng.uniform(-0.02, 0.02),
-            body_radii=(0.13 * s, 0.10 * s),
-            period=0.21 * rng.uniform(0.95, 1.05),
+            centre_v=centre_v + scale * rng.uniform(-0.02, 0.02),
+            body_radii=(0.13 * s * scale, 0.10 * s * scale),
+            period=0.21 * rng.uniform(0.95, 1.05) * scale,
             phase=rng.uniform(0, 1),
             disc_fraction=0.2,
-            cortex=max(0.018, 0.8 * float(frame.voxel_units[:2].max())),
+            cortex=max(0.018 * scale, 0.8 * float(frame.voxel_units[:2].max())),
+            scale=scale,
         )
 
 
@@ -114,10 +122,12 @@ def paint_spine(frame: BodyFrame, tissue: np.ndarray, spine: SpineShape, ids: di
         Boolean mask (full volume) of everything painted.
     """
     rbx, rby = spine.body_radii
+    k = spine.scale
     vb = spine.centre_v
-    vc = vb - rby - 0.075  # canal centre, behind the body
-    rc = 0.055
-    sl = frame.box((0.0, vb - 0.22, 0.0), (0.3, 0.36, frame.extent[2] + 1.0))
+    vc = vb - rby - 0.075 * k  # canal centre, behind the body
+    rc = 0.055 * k
+    zc, zh = (frame.lower[2] + frame.upper[2]) / 2, (frame.upper[2] - frame.lower[2]) / 2
+    sl = frame.box((0.0, vb - 0.22 * k, zc), (0.3 * k, 0.36 * k, zh + 1.0))
     if sl is None:
         return np.zeros(tissue.shape, dtype=bool)
     U, V, W = frame.grids(sl)
@@ -132,8 +142,8 @@ def paint_spine(frame: BodyFrame, tissue: np.ndarray, spine: SpineShape, ids: di
     fc = (U2 / rc) ** 2 + ((V2 - vc) / rc) ** 2
     canal2 = fc <= 1.0
     arch2 = (fc <= 1.9**2) & ~canal2 & (V2 < vb - 0.5 * rby)
-    spinous2 = (np.abs(U2) < 0.028) & (V2 < vc - 0.05) & (V2 > vc - 0.27)
-    transverse2 = (np.abs(V2 - vc - 0.01) < 0.03) & (np.abs(U2) < 0.22)
+    spinous2 = (np.abs(U2) < 0.028 * k) & (V2 < vc - 0.05 * k) & (V2 > vc - 0.27 * k)
+    transverse2 = (np.abs(V2 - vc - 0.01 * k) < 0.03 * k) & (np.abs(U2) < 0.22 * k)
     spinous_z = (~disc_z) & (ph > 0.3) & (ph < 0.9)
     transverse_z = (ph > 0.45) & (ph < 0.75)
 
@@ -180,7 +190,7 @@ def branching_tree(
 
     Args:
         rng: random generator.
-        start: root point (normalised units).
+        start: root point (anatomy units).
         direction: root direction.
         length: root length.
         radius: root radius.

@@ -1,6 +1,7 @@
 """Procedural chest CT phantom with lungs, branching airways and vessels, and optional solid nodules.
 
-Layout (normalised body units, ``u`` patient right, ``v`` anterior, ``w`` superior): skin, subcutaneous fat,
+Layout (anatomy units of :data:`CHEST_UNIT_MM` millimetres in the patient frame, ``u`` patient right, ``v``
+anterior, ``w`` superior): skin, subcutaneous fat,
 chest wall and pectoral muscles, ribs (cortex and marrow, sloping down anteriorly) and sternum, paraspinal
 muscles, thoracic spine, mediastinum with heart, aorta (ascending, arch, descending), SVC and pulmonary trunk,
 lungs above the diaphragm domes (the right dome higher), trachea and bronchial tree with air lumen, pulmonary vessel
@@ -28,6 +29,8 @@ from ctsynth.data.phantoms.volume import (
 T = tissue_ids(CHEST_TISSUES)
 TISSUE_TO_LABEL = np.array([t.label for t in CHEST_TISSUES], dtype=np.uint8)
 NODULE_NAMES = {"background": 0, "nodule": NODULE_LABEL}
+#: Millimetres per anatomy unit of the chest: the body's left-right semi-axis (0.92 units) is about 150 mm.
+CHEST_UNIT_MM = 165.0
 #: Nodule margin: the lobulated outline stays within this factor of the nominal radius.
 NODULE_MAX_EXTENT = 1.15
 
@@ -40,6 +43,7 @@ def make_chest_phantom(
     nodule_radius_mm: float = 4.0,
     noise_sd: float | None = None,
     phase: str = "non_contrast",
+    centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> PhantomVolume:
     """Generate a chest CT phantom in HU with organ labels and optional solid lung nodules.
 
@@ -51,6 +55,8 @@ def make_chest_phantom(
         nodule_radius_mm: nominal nodule radius in mm (lobulated margin within +15 %).
         noise_sd: SD in HU of the correlated scanner noise (default 10 HU; 0 for none).
         phase: "non_contrast" (default, as in lung screening CT) or "portal_venous".
+        centre_mm: patient point (mm) at the grid centre; the chest is a fixed-size adult thorax (about 300 mm
+            wide) that the grid samples, so a small field of view is a crop of it.
 
     Returns:
         A :class:`PhantomVolume`; ``label`` holds nodule = 1, ``organs`` the full
@@ -71,7 +77,7 @@ def make_chest_phantom(
     if nodules and not (np.isfinite(nodule_radius_mm) and nodule_radius_mm > 0):
         raise ValueError(f"nodule_radius_mm must be > 0, got {nodule_radius_mm!r}")
     rng_anat, rng_lesion, rng_noise = seed_streams(seed, 3)
-    frame = BodyFrame(shape, spacing)
+    frame = BodyFrame(shape, spacing, tuple(float(c) for c in centre_mm), CHEST_UNIT_MM)
     tissue, lung_field = _paint_anatomy(frame, rng_anat)
     placed = _insert_nodules(frame, tissue, lung_field, rng_lesion, int(nodules), float(nodule_radius_mm))
     image = render(tissue, CHEST_TISSUES, phase, rng_noise, spacing, noise_sd)
@@ -94,7 +100,7 @@ def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarr
     tissue = np.zeros(frame.shape, dtype=np.uint8)
     u, v, w = frame.axes
     vox = float(frame.voxel_units.max())
-    top = frame.extent[2] + 0.2
+    top = max(abs(frame.lower[2]), abs(frame.upper[2])) + 0.2
 
     # --- body wall: skin, fat, muscle, rib band, thoracic cavity
     body = BodyShape.random(rng, 0.92, 0.6, -0.02)

@@ -1,10 +1,11 @@
-"""Shape primitives of the procedural phantoms, evaluated on a normalised body frame.
+"""Shape primitives of the procedural phantoms, evaluated on a voxel grid that samples a patient frame.
 
-Anatomy is written in normalised body units: ``u`` (patient right, +x of a RAS affine), ``v`` (anterior, +y) and
-``w`` (superior, +z), centred on the volume centre, with one unit equal to half the smaller in-plane field of view.
-So the same seed draws the same anatomy at any size and spacing, and the body always fills the axial field of
-view. Every primitive is evaluated only inside its own bounding box (a few percent of the volume for most organs)
-and returns ``(slices, field)`` where ``field`` is a normalised implicit function: ``<= 1`` inside the shape.
+Anatomy is written in patient coordinates: ``u`` (patient right, +x of a RAS affine), ``v`` (anterior, +y) and
+``w`` (superior, +z), in millimetres for the abdomen (a fixed number of millimetres per unit for the chest). The
+voxel grid only samples that patient (:class:`BodyFrame`), so the same seed draws the same anatomy at any size,
+spacing and field-of-view centre. Every primitive is evaluated only inside its own bounding box (a few percent of
+the volume for most organs) and returns ``(slices, field)`` where ``field`` is a normalised implicit function: ``<=
+1`` inside the shape.
 
 These helpers are written by hand because neither MONAI nor scikit-image offer implicit-shape rasterisation on
 anisotropic grids restricted to a bounding box, which is what keeps a 128^3 phantom well under one second.
@@ -23,59 +24,75 @@ Slices = tuple[slice, slice, slice]
 
 @dataclass(frozen=True)
 class BodyFrame:
-    """Voxel grid plus the normalised body coordinates of its voxel centres.
+    """Voxel grid that samples a patient: the patient coordinates of its voxel centres.
+
+    The anatomy is written in patient coordinates ``(u, v, w)``: ``u`` towards the patient's right (+x of a RAS
+    affine), ``v`` anterior (+y), ``w`` superior (+z), in units of ``unit_mm`` millimetres. The grid (shape, spacing
+    and the patient point ``centre_mm`` at its centre) only decides where the patient is sampled, so a small field of
+    view is a crop of the same full-size body and the same seed gives the same anatomy on every grid.
 
     Args:
         shape: volume shape in voxels ``(nx, ny, nz)``.
         spacing: voxel size in mm ``(sx, sy, sz)``.
+        centre_mm: patient point (mm) at the centre of the grid.
+        unit_mm: millimetres per anatomy unit (1 for anatomy written in mm).
     """
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
-
-    @property
-    def unit_mm(self) -> float:
-        """Millimetres per normalised unit: half of the smaller in-plane field of view."""
-        return 0.5 * min(self.shape[0] * self.spacing[0], self.shape[1] * self.spacing[1])
+    centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    unit_mm: float = 1.0
 
     @cached_property
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """1D normalised coordinates ``(u, v, w)`` of the voxel centres along x, y and z (float32)."""
+        """1D patient coordinates ``(u, v, w)`` (anatomy units) of the voxel centres along x, y and z (float32)."""
         out = []
-        for n, s in zip(self.shape, self.spacing, strict=True):
-            out.append(((np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * s / self.unit_mm).astype(np.float32))
+        for n, s, c in zip(self.shape, self.spacing, self.centre_mm, strict=True):
+            mm = c + (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * s
+            out.append((mm / self.unit_mm).astype(np.float32))
         return out[0], out[1], out[2]
 
     @property
-    def extent(self) -> np.ndarray:
-        """Half extent of the volume in normalised units, per axis."""
-        return np.array([n * s / 2.0 / self.unit_mm for n, s in zip(self.shape, self.spacing, strict=True)])
+    def lower(self) -> np.ndarray:
+        """Lower corner of the sampled region (outer voxel faces), anatomy units."""
+        return self.to_units(np.full(3, -0.5))
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Upper corner of the sampled region (outer voxel faces), anatomy units."""
+        return self.to_units(np.asarray(self.shape, dtype=np.float64) - 0.5)
 
     @property
     def voxel_units(self) -> np.ndarray:
-        """Voxel size in normalised units, per axis."""
+        """Voxel size in anatomy units, per axis."""
         return np.asarray(self.spacing, dtype=np.float64) / self.unit_mm
 
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one voxel in mL."""
+        return float(np.prod(self.spacing)) / 1000.0
+
     def affine(self) -> np.ndarray:
-        """RAS-like voxel-to-world affine (mm) with the volume centre at the world origin."""
+        """RAS voxel-to-world affine (mm); world coordinates are the patient coordinates in mm."""
         aff = np.eye(4)
-        for i, (n, s) in enumerate(zip(self.shape, self.spacing, strict=True)):
+        for i, (n, s, c) in enumerate(zip(self.shape, self.spacing, self.centre_mm, strict=True)):
             aff[i, i] = s
-            aff[i, 3] = -(n - 1) / 2.0 * s
+            aff[i, 3] = c - (n - 1) / 2.0 * s
         return aff
 
     def to_index(self, point: Sequence[float]) -> np.ndarray:
-        """Continuous voxel index of a point given in normalised units."""
-        p = np.asarray(point, dtype=np.float64)
-        return p / self.voxel_units + (np.asarray(self.shape) - 1) / 2.0
+        """Continuous voxel index of a point given in anatomy units."""
+        p = np.asarray(point, dtype=np.float64) * self.unit_mm - np.asarray(self.centre_mm)
+        return p / np.asarray(self.spacing) + (np.asarray(self.shape) - 1) / 2.0
 
     def to_units(self, index: Sequence[float]) -> np.ndarray:
-        """Normalised coordinates of a (continuous) voxel index."""
+        """Anatomy coordinates of a (continuous) voxel index."""
         i = np.asarray(index, dtype=np.float64)
-        return (i - (np.asarray(self.shape) - 1) / 2.0) * self.voxel_units
+        mm = (i - (np.asarray(self.shape) - 1) / 2.0) * np.asarray(self.spacing) + np.asarray(self.centre_mm)
+        return mm / self.unit_mm
 
     def box(self, centre: Sequence[float], half: Sequence[float] | float) -> Slices | None:
-        """Voxel slices covering an axis-aligned box given in normalised units; ``None`` if it misses the volume."""
+        """Voxel slices covering an axis-aligned box given in anatomy units; ``None`` if it misses the volume."""
         c = np.asarray(centre, dtype=np.float64)
         h = np.broadcast_to(np.asarray(half, dtype=np.float64), (3,))
         lo = np.floor(self.to_index(c - h)).astype(int)
@@ -87,7 +104,7 @@ class BodyFrame:
         return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
     def grids(self, sl: Slices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Broadcastable open grids ``(U, V, W)`` of the normalised coordinates inside ``sl``."""
+        """Broadcastable open grids ``(U, V, W)`` of the patient coordinates inside ``sl``."""
         u, v, w = self.axes
         return u[sl[0], None, None], v[None, sl[1], None], w[None, None, sl[2]]
 
@@ -96,7 +113,7 @@ class BodyFrame:
 class SmoothField:
     """A smooth random scalar field: a sum of a few random plane waves (random Fourier features).
 
-    Defined in normalised units, so it is independent of the voxel grid (same seed, same shape at any resolution).
+    Defined in anatomy units, so it is independent of the voxel grid (same seed, same shape at any resolution).
     Used to make organ outlines irregular and to draw bowel loops.
 
     Args:
@@ -111,7 +128,7 @@ class SmoothField:
 
     @classmethod
     def random(cls, rng: np.random.Generator, n: int, wavelength: float, amplitude: float) -> SmoothField:
-        """Draw ``n`` waves with random directions and wavelengths around ``wavelength`` (normalised units).
+        """Draw ``n`` waves with random directions and wavelengths around ``wavelength`` (anatomy units).
 
         The amplitudes are scaled so that the field's standard deviation is about ``amplitude``.
         """
@@ -122,6 +139,10 @@ class SmoothField:
         phase = rng.uniform(0, 2 * np.pi, size=n)
         amp = np.full(n, amplitude * np.sqrt(2.0 / n))
         return cls(k.astype(np.float32), phase.astype(np.float32), amp.astype(np.float32))
+
+    def scaled(self, s: float) -> SmoothField:
+        """The same field stretched by ``s`` in space (wavelengths times ``s``), for self-similar organ scaling."""
+        return SmoothField((self.k / np.float32(s)).astype(np.float32), self.phase, self.amplitude)
 
     def __call__(self, U: np.ndarray, V: np.ndarray, W: np.ndarray) -> np.ndarray:
         """Evaluate on broadcastable grids (float32).
@@ -165,8 +186,8 @@ def ellipsoid(
 
     Args:
         frame: the body frame.
-        centre: centre in normalised units.
-        radii: semi-axes in normalised units (in the rotated frame).
+        centre: centre in anatomy units.
+        radii: semi-axes in anatomy units (in the rotated frame).
         rot: optional 3x3 rotation whose columns are the ellipsoid's axes in body coordinates.
         wobble: optional smooth field added to the normalised field (irregular outline).
         power: 2 for an ellipsoid, larger for a boxier shape.
@@ -198,7 +219,11 @@ def ellipsoid(
 
 
 def tube(
-    frame: BodyFrame, points: np.ndarray, radii: np.ndarray, wobble: SmoothField | None = None
+    frame: BodyFrame,
+    points: np.ndarray,
+    radii: np.ndarray,
+    wobble: SmoothField | None = None,
+    stretch: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> tuple[Slices, np.ndarray] | None:
     """Normalised field of a tube along a polyline with linearly varying radius (a chain of tapered capsules).
 
@@ -206,23 +231,26 @@ def tube(
 
     Args:
         frame: the body frame.
-        points: polyline vertices, shape ``(n, 3)``, normalised units.
+        points: polyline vertices, shape ``(n, 3)``, anatomy units.
         radii: radius at each vertex, shape ``(n,)``.
         wobble: optional smooth field added to the result.
+        stretch: per-axis factors of the cross-section (the tube is round in coordinates divided by ``stretch``;
+            ``(1, 1, 1.5)`` gives a section 1.5 times taller than deep, as the pancreas).
 
     Returns:
         ``(slices, field)`` over the tube's bounding box, or ``None`` when it misses the volume.
     """
     p = np.asarray(points, dtype=np.float32)
     rad = np.asarray(radii, dtype=np.float32)
-    lo = p.min(0) - rad.max()
-    hi = p.max(0) + rad.max()
+    st = np.asarray(stretch, dtype=np.float32)
+    lo = p.min(0) - rad.max() * st
+    hi = p.max(0) + rad.max() * st
     sl = frame.box((lo + hi) / 2, (hi - lo) / 2)
     if sl is None:
         return None
     field = np.full(tuple(s.stop - s.start for s in sl), np.inf, dtype=np.float32)
     for a, b, ra, rb in zip(p[:-1], p[1:], rad[:-1], rad[1:], strict=True):
-        seg = _capsule(frame, a, b, ra, rb)
+        seg = _capsule(frame, a, b, ra, rb, st)
         if seg is None:
             continue
         ssl, f = seg
@@ -240,15 +268,20 @@ def tube(
     return sl, field
 
 
-def _capsule(frame: BodyFrame, a: np.ndarray, b: np.ndarray, ra: float, rb: float) -> tuple[Slices, np.ndarray] | None:
-    """Distance-over-radius field of one tapered capsule from ``a`` to ``b``."""
+def _capsule(
+    frame: BodyFrame, a: np.ndarray, b: np.ndarray, ra: float, rb: float, stretch: np.ndarray
+) -> tuple[Slices, np.ndarray] | None:
+    """Distance-over-radius field of one tapered capsule from ``a`` to ``b`` (in coordinates divided by stretch)."""
     rmax = max(ra, rb)
-    lo = np.minimum(a, b) - rmax
-    hi = np.maximum(a, b) + rmax
+    lo = np.minimum(a, b) - rmax * stretch
+    hi = np.maximum(a, b) + rmax * stretch
     sl = frame.box((lo + hi) / 2, (hi - lo) / 2)
     if sl is None:
         return None
     U, V, W = frame.grids(sl)
+    if np.any(stretch != 1.0):
+        U, V, W = U / stretch[0], V / stretch[1], W / stretch[2]
+        a, b = a / stretch, b / stretch
     ab = b - a
     L2 = float(ab @ ab) + 1e-12
     du, dv, dw = U - a[0], V - a[1], W - a[2]

@@ -14,6 +14,10 @@ together with its source; the short source tags in the comments below are:
   spleen 32/19, kidneys 11-15/26-34, aorta 41/34, IVC 40/16, vertebrae 194-234/137-179, lower lung -727..-755.
 - ``[PDAC]`` tumour-to-pancreas contrast of hypo-attenuating PDAC in the portal-venous phase, 40.5 +/- 23 HU
   (PubMed 17961951); 30-60 HU lower per the project's issue. The phantom default is 45 HU below pancreas.
+- ``[PP]`` pancreatic (late arterial, ~40-45 s) phase: pancreas peaks at about 110-130 HU and PDAC is most
+  conspicuous (tumour-to-pancreas difference about 50-70 HU), liver only partly enhanced (~70-80 HU), arteries
+  250-300 HU, portal vein ~150 HU (Lu et al., AJR 1996;167:1181-1187; Tamm et al., AJR 2012;199:1125-1131 on
+  biphasic pancreatic CT).
 - ``[CHOICE]`` a value picked for a plausible look where no reference fixes it (documented as a choice).
 
 Texture SDs (organ heterogeneity, added on top of scanner noise) are ``[CHOICE]`` values tuned so that the total
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from ctsynth.data.labels import ABDOMEN_LABELS as A
 from ctsynth.data.labels import CHEST_LABELS as C
 
-PHASES = ("portal_venous", "non_contrast")
+PHASES = ("portal_venous", "non_contrast", "pancreatic")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Tissue:
         pv: mean HU in the portal-venous phase.
         nc: mean HU without contrast.
         sd: texture standard deviation in HU (spatially correlated organ heterogeneity).
+        pp: mean HU in the pancreatic (late arterial) phase; None means the portal-venous value.
     """
 
     name: str
@@ -47,37 +52,53 @@ class Tissue:
     pv: float
     nc: float
     sd: float
+    pp: float | None = None
 
     def mean(self, phase: str) -> float:
-        """Mean HU for ``phase`` ("portal_venous" or "non_contrast")."""
-        return self.pv if phase == "portal_venous" else self.nc
+        """Mean HU for ``phase`` ("portal_venous", "non_contrast" or "pancreatic")."""
+        if phase == "non_contrast":
+            return self.nc
+        if phase == "pancreatic" and self.pp is not None:
+            return self.pp
+        return self.pv
 
 
 # Abdomen. The order is the tissue id (index into this tuple); 0 is air outside the body.
 ABDOMEN_TISSUES: tuple[Tissue, ...] = (
     Tissue("air", A["background"], -1000.0, -1000.0, 0.0),  # Hounsfield scale definition
-    Tissue("subcutaneous_fat", A["subcutaneous_fat"], -100.0, -100.0, 8.0),  # [PV] -120..-80, [NC] -100
-    Tissue("visceral_fat", A["visceral_fat"], -95.0, -100.0, 10.0),  # [PV] as fat; mesentery has small vessels
-    Tissue("skin", A["subcutaneous_fat"], 40.0, 40.0, 6.0),  # [CHOICE] thin dermis, labelled with the body wall fat
-    Tissue("muscle", A["muscle"], 55.0, 50.0, 8.0),  # [PV] 40-60, [NC] 50
-    Tissue("liver", A["liver"], 110.0, 58.0, 8.0),  # [PV] 100-120, [NC] 50-70
-    Tissue("liver_vessel", A["liver"], 160.0, 42.0, 6.0),  # [CHOICE] PV-phase portal/hepatic veins; [NC] blood
-    Tissue("spleen", A["spleen"], 120.0, 48.0, 8.0),  # [PV] 110-130, [NC] liver - 10
-    Tissue("kidney_cortex", A["kidney"], 175.0, 32.0, 10.0),  # [PV] 150-200, [NC] 30
-    Tissue("kidney_medulla", A["kidney"], 140.0, 30.0, 10.0),  # [CHOICE] nephrographic phase, slightly below cortex
-    Tissue("renal_sinus_fat", A["visceral_fat"], -90.0, -90.0, 10.0),  # [CHOICE] fat with small vessels
-    Tissue("stomach_wall", A["stomach_bowel"], 90.0, 40.0, 8.0),  # [CHOICE] enhancing mucosa/wall
-    Tissue("bowel_content", A["stomach_bowel"], 15.0, 15.0, 10.0),  # [CHOICE] water-like fluid / neutral contrast
+    Tissue("subcutaneous_fat", A["subcutaneous_fat"], -100.0, -100.0, 4.0),  # [PV] -120..-80, [NC] -100
+    Tissue("visceral_fat", A["visceral_fat"], -95.0, -100.0, 6.0),  # [PV] as fat; mesentery has small vessels
+    Tissue("skin", A["subcutaneous_fat"], 40.0, 40.0, 4.0),  # [CHOICE] thin dermis, labelled with the body wall fat
+    Tissue("muscle", A["muscle"], 55.0, 50.0, 5.0),  # [PV] 40-60, [NC] 50
+    Tissue("liver", A["liver"], 110.0, 52.0, 7.5, pp=78.0),  # [PV] 100-120, [NC] 50-70 ([REAL] 44), [PP]
+    Tissue("liver_vessel", A["liver"], 160.0, 40.0, 4.0, pp=120.0),  # [CHOICE] portal/hepatic veins; [NC] blood
+    Tissue("spleen", A["spleen"], 120.0, 42.0, 7.5, pp=125.0),  # [PV] 110-130, [NC] liver - 10
+    Tissue("kidney_cortex", A["kidney"], 175.0, 32.0, 7.0, pp=190.0),  # [PV] 150-200, [NC] 30, [PP] corticomedullary
+    Tissue("kidney_medulla", A["kidney"], 140.0, 30.0, 7.0, pp=95.0),  # [CHOICE] medulla lags the cortex
+    Tissue("renal_sinus_fat", A["visceral_fat"], -90.0, -90.0, 8.0),  # [CHOICE] fat with small vessels
+    Tissue("stomach_wall", A["stomach_bowel"], 90.0, 40.0, 6.0, pp=100.0),  # [CHOICE] enhancing mucosa/wall
+    Tissue("bowel_content", A["stomach_bowel"], 15.0, 15.0, 8.0),  # [CHOICE] water-like fluid / neutral contrast
     Tissue("bowel_gas", A["bowel_gas"], -950.0, -950.0, 20.0),  # [CHOICE] air with partial volume
-    Tissue("aorta", A["aorta"], 170.0, 42.0, 6.0),  # [PV] 150-200, [NC] blood 40-45
-    Tissue("ivc", A["ivc"], 140.0, 42.0, 8.0),  # [CHOICE] PV infrarenal IVC mixes unenhanced blood; [NC] blood
-    Tissue("pancreas", A["pancreas"], 100.0, 40.0, 12.0),  # [PV] 90-110, [NC] 40 (lobulated: larger texture SD)
-    Tissue("tumor", A["tumor"], 55.0, 28.0, 14.0),  # [PDAC] pancreas - 45 HU in PV; [CHOICE] NC pancreas - 12
-    Tissue("tumor_necrosis", A["tumor"], 30.0, 20.0, 10.0),  # [CHOICE] hypo-enhancing core
-    Tissue("cancellous_bone", A["vertebra"], 190.0, 190.0, 40.0),  # [REAL] vertebrae 194-234 incl. cortex
+    Tissue("aorta", A["aorta"], 170.0, 42.0, 4.0, pp=280.0),  # [PV] 150-200, [NC] blood 40-45, [PP] 250-300
+    Tissue("ivc", A["ivc"], 140.0, 42.0, 6.0, pp=90.0),  # [CHOICE] PV mixes unenhanced blood; [NC] blood
+    Tissue("pancreas", A["pancreas"], 100.0, 40.0, 6.0, pp=125.0),  # [PV] 90-110, [NC] 40, [PP] 110-130
+    Tissue("tumor", A["tumor"], 55.0, 28.0, 10.0, pp=62.0),  # [PDAC] pancreas - 45 HU in PV; [PP] pancreas - 63
+    Tissue("tumor_necrosis", A["tumor"], 30.0, 20.0, 8.0, pp=30.0),  # [CHOICE] hypo-enhancing core
+    Tissue("cancellous_bone", A["vertebra"], 190.0, 190.0, 30.0),  # [REAL] vertebrae 194-234 incl. cortex
     Tissue("cortical_bone", A["vertebra"], 700.0, 700.0, 60.0),  # [CHOICE] thin cortical shell (PV-blurred)
     Tissue("disc", A["vertebra"], 85.0, 85.0, 8.0),  # [CHOICE] intervertebral disc, labelled with the column
     Tissue("spinal_canal", A["vertebra"], 20.0, 20.0, 6.0),  # [CHOICE] CSF/cord, labelled with the column
+    Tissue("pancreas_fat", A["pancreas"], -80.0, -85.0, 8.0),  # [CHOICE] interlobular fat inside the gland outline
+    Tissue("pancreatic_duct", A["pancreas"], 12.0, 10.0, 4.0),  # [CHOICE] pancreatic juice, water-like
+    Tissue("gallbladder", A["gallbladder"], 8.0, 5.0, 4.0),  # [REAL] gallbladder 2 HU; bile 0-20
+    Tissue("adrenal", A["adrenal"], 60.0, 25.0, 6.0, pp=70.0),  # [CHOICE] adrenal limbs, unenhanced < 10-30
+    Tissue("portal_vein", A["portal_vein"], 170.0, 42.0, 4.0, pp=150.0),  # [PV] as aorta, [PP] 150, [NC] blood
+    Tissue("rib_cortex", A["rib"], 650.0, 650.0, 60.0),  # [CHOICE] cortical bone, thin
+    Tissue("rib_marrow", A["rib"], 200.0, 200.0, 30.0),  # [CHOICE] as cancellous bone
+    Tissue("lung", A["lung"], -830.0, -830.0, 25.0),  # [REAL] lower lung lobes -727..-755 incl. vessels
+    Tissue("heart", A["heart"], 140.0, 42.0, 8.0, pp=200.0),  # [CHOICE] chambers + myocardium
+    Tissue("table_shell", A["table"], 200.0, 200.0, 10.0),  # [CHOICE] carbon-fibre shell of the patient table
+    Tissue("table_core", A["table"], -900.0, -900.0, 10.0),  # [CHOICE] foam core
 )
 
 # Chest (default: unenhanced low-dose chest CT, as in lung screening). Order is the tissue id.
