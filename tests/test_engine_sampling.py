@@ -142,3 +142,27 @@ def test_previews_and_manifest_run_info(tmp_path):
     assert (tmp_path / "s" / "previews" / "sample_0000.png").is_file()
     assert json.loads((tmp_path / "s" / "samples.json").read_text())["run_info"] == {"checkpoint": "x.pt"}
     assert manifest["affine"][0][0] == 2.0
+
+
+def _sample_in_process_group(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        _sampler(out, batch_size=1).run()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_files_of_one_process(tmp_path):
+    """Under torch.distributed each rank draws every world_size-th index; rank 0 merges the manifest."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_sample_in_process_group, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2)
+    _sampler(tmp_path / "one", batch_size=1).run()
+    one, ddp = _arrays(tmp_path / "one"), _arrays(tmp_path / "ddp")
+    assert sorted(ddp) == list(range(5))
+    for i in one:
+        np.testing.assert_array_equal(one[i], ddp[i])
+    assert not list(tmp_path.glob(".ddp.partial"))
