@@ -139,16 +139,6 @@ def table_to_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _strict_json(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict_json(v) for v in obj]
-    return obj
-
-
 def write_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
@@ -208,7 +198,7 @@ def write_table(
     return {
         "md": atomic_write(out / f"{name}.md", lambda tmp: Path(tmp).write_text(md)),
         "csv": atomic_write(out / f"{name}.csv", lambda tmp: Path(tmp).write_text(text)),
-        "json": write_json_atomic(_strict_json(payload), out / f"{name}.json"),
+        "json": write_json_atomic(payload, out / f"{name}.json")  # JSON-safe: NaN -> null, inf -> "inf",
     }
 
 
