@@ -1,9 +1,10 @@
 """Benchmark of one 3DGAUnet GAN training iteration (D step + G step) at the paper's sizes, default widths.
 
-Times the same computation the bundle's trainer runs per iteration: generator forward on a noise volume, discriminator
-on real and fake batches, BCE-with-logits losses, backward passes and Adam steps. Reports the median of ``--repeats``
-iterations after one warm-up, per cube size, on the chosen device (CPU here; pass ``--device cuda`` on a GPU machine,
-optionally ``--amp`` for bf16 autocast).
+Times the bundle's own ``GaUNetTrainer.train_step`` (the iteration ``configs/train.json`` runs on the shared
+``ctsynth.engines.GenerativeTrainer``): generator forward on a noise volume, discriminator on real and fake batches,
+BCE-with-logits losses, backward passes and Adam steps. Reports the median of ``--repeats`` iterations after one
+warm-up, per cube size, on the chosen device (CPU here; pass ``--device cuda`` on a GPU machine, optionally ``--amp``
+for bf16 autocast through the trainer's ``amp`` switch).
 
 Usage::
 
@@ -23,7 +24,7 @@ import torch
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pancreas_ct_3dgaunet"
 sys.path.insert(0, str(BUNDLE))
 
-from scripts.gan import discriminator_loss, generator_loss  # noqa: E402
+from scripts.gan import GaUNetTrainer  # noqa: E402
 from scripts.networks import Discriminator3D, UNetGenerator3D  # noqa: E402
 
 
@@ -31,24 +32,22 @@ def time_iteration(size: int, batch_size: int, repeats: int, device: torch.devic
     """Median seconds of one D + G iteration for ``size``^3 cubes."""
     torch.manual_seed(0)
     g, d = UNetGenerator3D(spatial_size=size).to(device), Discriminator3D(spatial_size=size).to(device)
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizers = {
+        "generator": torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+        "discriminator": torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+    }
     reals = torch.rand(batch_size, 1, size, size, size, device=device)
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    trainer = GaUNetTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=[{"image": reals}],
+        networks={"generator": g, "discriminator": d},
+        optimizers=optimizers,
+        amp="bf16" if amp else None,
+    )
 
     def step() -> None:
-        noise = torch.randn(batch_size, *g.latent_shape, device=device)
-        with ctx:
-            fake = g(noise)
-            loss_d = discriminator_loss(d(reals), d(fake.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        with ctx:
-            loss_g = generator_loss(d(fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        trainer.train_step({"image": reals})
 
     step()  # warm-up
     times = []
