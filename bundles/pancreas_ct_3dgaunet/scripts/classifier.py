@@ -1,11 +1,11 @@
 """The 3DGAUnet PDAC-vs-healthy classifier: network, rotation augmentation, ROC/PR metrics and an evaluation report.
 
-Network (digest section 6.1): the paper's "17-layer 3D CNN" whose stated 1,351,873 learnable parameters match exactly
-the layout ``4 x [Conv3d(k3, valid) -> ReLU -> MaxPool3d(2) -> BatchNorm3d]`` with filters 64-64-128-256, global
-average pooling, ``Dense(512) -> ReLU -> Dropout(0.3) -> Dense(1)`` (sigmoid in the loss). The convolutional part and
-the 512-d dense layer are the F3D feature network of :mod:`ctsynth.metrics.features.f3d`, reused here so the two can
-never diverge; this module adds the dropout and the one-logit head. The text's filters 64-128-256-512 (about 4.91 M
-parameters) are the ``"paper_text"`` variant.
+Network (3DGAUnet paper, Sec. 2.5; the layout is our reading of it): the paper's "17-layer 3D CNN" whose stated
+1,351,873 learnable parameters match exactly the layout ``4 x [Conv3d(k3, valid) -> ReLU -> MaxPool3d(2) ->
+BatchNorm3d]`` with filters 64-64-128-256, global average pooling, ``Dense(512) -> ReLU -> Dropout(0.3) -> Dense(1)``
+(sigmoid in the loss). The convolutional part and the 512-d dense layer are the F3D feature network of
+:mod:`ctsynth.metrics.features.f3d`, reused here so the two can never diverge; this module adds the dropout and the
+one-logit head. The text's filters 64-128-256-512 (about 4.91 M parameters) are the ``"paper_text"`` variant.
 
 Metrics: scikit-learn is not a dependency, so ROC and precision-recall curves and their areas are computed here with
 NumPy (same definitions as scikit-learn's ``roc_curve``/``roc_auc_score``/``average_precision_score``).

@@ -1,5 +1,6 @@
 """Networks of 3DGAUnet (Shi et al., Cancers 2023): a 3D U-Net generator, the 3D CNN discriminator, and the 3D-GAN
-baseline the paper compares against (Tables 1-2), written from the paper's text and the digest of its public code.
+baseline the paper compares against (Tables 1-2), written from the paper's text (Sec. 2.2) and the authors' public
+repository yshi20/3DGAUnet (file src/model.py).
 
 Every discriminator returns *logits* of shape ``(B, 1)``; the losses apply the sigmoid (``BCEWithLogits``), which is
 the paper's "sigmoid + binary cross-entropy" computed in one numerically stable step.
@@ -37,8 +38,8 @@ class UNetGenerator3D(nn.Module):
     stated, so it is configurable:
 
     - ``noise="volume"`` (default): the input is a noise volume ``(B, 1, S, S, S)``, ``N(0, 1)``;
-    - ``noise="vector"``: the input is ``z`` of shape ``(B, latent_dim)``, ``N(0, 0.33^2)`` (the public repo's
-      convention), projected by one ``Linear`` to ``1 x S^3`` (``latent_dim * S^3`` weights: 8.4 M at S=32,
+    - ``noise="vector"``: the input is ``z`` of shape ``(B, latent_dim)``, ``N(0, 0.33^2)`` (the convention of
+      yshi20/3DGAUnet), projected by one ``Linear`` to ``1 x S^3`` (``latent_dim * S^3`` weights: 8.4 M at S=32,
       67 M at S=64).
 
     Args:

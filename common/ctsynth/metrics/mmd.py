@@ -3,7 +3,7 @@
 Two protocols are provided:
 
 * **Linear kernel on flattened voxels, unbiased** -- the estimator of :class:`monai.metrics.MMDMetric`, used here for
-  3DGAUnet Table 2 (the digest finds its magnitudes consistent with raw ``[0, 1]`` voxels). It is computed from running
+  3DGAUnet Table 2 (our reading: its magnitudes are consistent with raw ``[0, 1]`` voxels). It is computed from running
   sums (:class:`LinearMMDAccumulator`) so that a whole set never has to be held in memory.
 * **Gaussian kernel with the median-heuristic bandwidth on feature vectors** (HA-GAN protocol, MMD on Med3D features),
   biased (V-statistic) or unbiased (U-statistic).

@@ -1,4 +1,4 @@
-"""Chest CT -> 224^3 cube for CT-SGAN (CT-SGAN digest 1.1 and table row 1; the paper states only the size).
+"""Chest CT -> 224^3 cube for CT-SGAN (CT-SGAN paper, Sec. 2 and 3.1; it states only the size).
 
 Choices (the paper gives no spacing, window or cropping):
 

@@ -1,4 +1,4 @@
-"""LDM crop regimes (LDM thesis digest 2.3): pancreas bounding-box crop and the "semi" (largest body square) crop.
+"""LDM crop regimes (LDM thesis, Sec. 4.3): pancreas bounding-box crop and the "semi" (largest body square) crop.
 
 Full body is the identity (plus an optional ``monai.transforms.Resized``), so it has no transform of its own.
 
@@ -162,9 +162,10 @@ class _CropResized(MapTransform, InvertibleTransform):
 class PancreasBBoxCropd(_CropResized):
     """LDM "pancreas cropped" regime: crop to the bounding box of the pancreas labels, optionally resize.
 
-    Digest reading (defaults): the box of all labels > 0 (pancreas and tumour), no margin, z cropped too (a 3D box),
-    then ``spatial_size="original"`` resizes back to the input size (thesis models 2-5, "resized back to
-    512 x 512 x Z") or ``spatial_size=(240, 240, 155)`` (model 6), trilinear ("bilinear") for images.
+    Our reading of LDM thesis Sec. 4.3.1 (defaults): the box of all labels > 0 (pancreas and tumour), no margin, z
+    cropped too (a 3D box), then ``spatial_size="original"`` resizes back to the input size (thesis models 2-5,
+    "resized back to 512 x 512 x Z") or ``spatial_size=(240, 240, 155)`` (model 6), trilinear ("bilinear") for
+    images.
 
     Args:
         keys: keys of every volume to crop (images and labels).
@@ -176,7 +177,7 @@ class PancreasBBoxCropd(_CropResized):
         label_keys: keys resized with ``"nearest-exact"`` (default: ``label_key`` when it is among ``keys``).
         image_mode: interpolation of the other keys (``"trilinear"``, the 3D bilinear).
         keep_spacing: after a resize, keep the cropped volume's voxel spacing in the affine instead of rescaling it
-            (the LDM digest's reading of the thesis's "less zoom"); the inverse still restores the true geometry.
+            (our reading of the "zoomed-in" output of LDM thesis Sec. 4.3.1); the inverse restores the true geometry.
         allow_missing_keys: do not raise for missing keys.
 
     Raises:

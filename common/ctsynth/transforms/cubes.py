@@ -1,4 +1,4 @@
-"""3DGAUnet training cubes: 32^3 tumour cubes and 64^3 pancreas-tissue cubes (3DGAUnet digest 1.2 items 4-5, 8).
+"""3DGAUnet training cubes: 32^3 tumour cubes and 64^3 pancreas-tissue cubes (3DGAUnet paper, Sec. 2.1, 3.1).
 
 Both extract an axis-aligned box with MONAI's ``Pad`` + ``Crop`` (see :class:`~ctsynth.transforms._utils.BoxExtract`),
 so the cube keeps a correct affine (it can be saved as NIfTI in place) and the geometric part is invertible: the

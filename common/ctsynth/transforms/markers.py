@@ -1,6 +1,6 @@
 """High-density (metal marker) replacement of the 3DGAUnet preprocessing.
 
-The paper (3DGAUnet digest 1.2 item 2): "pixels above 200 HU were replaced with the mean HU value of the entire
+The paper (3DGAUnet, Shi et al. 2023, Sec. 2.1): "pixels above 200 HU were replaced with the mean HU value of the entire
 pancreas captured in each CT scan". Choices where it is silent:
 
 - "entire pancreas" = the whole organ as segmented, i.e. pancreas **and** tumour labels (MSD labels 1 and 2): the

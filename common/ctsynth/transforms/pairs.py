@@ -1,15 +1,19 @@
-"""Image + mask pairs stacked along z into one volume, and split back (HA-GAN thesis digest 1.3 items 3-4, 2.5.5).
+"""Image + mask pairs stacked along z into one volume, and split back (HA-GAN thesis, Sec. 3.4.3, 3.8.2).
 
 The thesis generates a pair as one single-channel volume: the windowed image ([-1024, 600] HU -> [-1, 1]) in the first
-z-half and the encoded mask in the second (``np.concatenate((img, mask), axis=2)``); a generated volume is cut in half
-along z and the mask half decoded. Mask encodings (thesis variants, chronological):
+z-half and the encoded mask in the second (Sec. 3.4.3; ``np.concatenate((img, mask), axis=2)`` in the author's
+repository Guttulsrud/generating-3d-ct-images-with-gans, file preprocessing/prepare_images.py); a generated volume
+is cut in half along z and the mask half decoded (Sec. 3.8.2). Mask encodings (thesis variants, chronological:
+Sec. 3.4.3, 4.6.1, 4.6.6):
 
 - ``"hu_window"`` (variant a): the label values mapped with the image's HU window [-1024, 600] -> [-1, 1]. Labels
-  0/1/2 all land near -0.74 and are nearly indistinguishable; the thesis reports poor results and mode collapse.
+  0/1/2 all land near -0.74 and are nearly indistinguishable; the thesis reports poor results and mode collapse
+  (Sec. 5.5.1).
 - ``"scaled"`` (variant b): labels [0, max_label] -> [-1, 1] linearly (0 -> -1, 1 -> 0, 2 -> 1); "the deciding
-  factor in avoiding mode collapse"; the HPO17 model whose samples helped segmentation most.
-- ``"binary"`` (variant c): labels > 0 -> 1, background -> -1 (mask in {-1, 1}); best image FID, used for the
-  Visual Turing Test. Decoding: values >= ``threshold`` (0) -> 1, as in the thesis code (``mask >= 0``).
+  factor in avoiding mode collapse" (Sec. 5.5.1); the HPO17 model whose samples helped segmentation most.
+- ``"binary"`` (variant c, Sec. 4.6.6): labels > 0 -> 1, background -> -1 (mask in {-1, 1}); best image FID, used
+  for the Visual Turing Test (Sec. 4.7). Decoding: values >= ``threshold`` (0) -> 1, as in the author's repository
+  (``mask >= 0`` in generate_images.py).
 - ``"binary_scaled"`` (variant d): binary then [0, 2] -> [-1, 1], i.e. {0, 1} -> {-1, 0}; bad in the thesis.
   Decoding threshold -0.5.
 - ``"raw"``: label values unchanged (not a thesis variant; for pipelines that encode masks elsewhere).

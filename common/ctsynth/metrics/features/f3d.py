@@ -3,8 +3,8 @@
 3DGAUnet (Shi et al. 2023, Sec. 2.4 / Table 2) computes F3D on "a 3D CNN with 17 layers, including four 3D
 convolutional blocks with a fixed random state 42, and the feature vector is the flattened layer after the last
 convolutional block, having a length of 512", "extracted from an untrained, cold-started 3D CNN model". The 17-layer net
-is the paper's PDAC classifier whose stated 1,351,873 learnable parameters match exactly the layout (see the digest,
-sections 5.1 and 6.1)::
+is, in our reading, the paper's PDAC classifier (Sec. 2.5), whose stated 1,351,873 learnable parameters match exactly
+the layout::
 
     input (N, 1, 64, 64, 64)
     4 x [Conv3d(k=3, valid) -> ReLU -> MaxPool3d(2) -> BatchNorm3d], filters 64, 64, 128, 256
