@@ -475,8 +475,9 @@ def test_prepare_data_writes_cubes_in_hu_at_1mm(cube_dir):
             lbl, _ = load_volume(cube_dir / kind / item["label"])
             assert img.shape == lbl.shape == (size, size, size)
             np.testing.assert_allclose(spacing_from_affine(affine), (1.0, 1.0, 1.0), atol=1e-5)
-            assert img.max() <= 200.0 + 1e-3  # markers above 200 HU were replaced
             assert img.min() >= -1100.0 and lbl.dtype == np.uint8
+            if kind == "pancreas":  # healthy tissue: no tumour voxel in any cube of the tumour-bearing phantoms
+                assert not (lbl == 2).any(), item["image"]
         first, _ = load_volume(cube_dir / kind / items[0]["image"])
         first_lbl, _ = load_volume(cube_dir / kind / items[0]["label"])
         if kind == "tumor":  # outside the tumour: the window floor; inside: hypo-attenuating soft tissue
@@ -485,6 +486,59 @@ def test_prepare_data_writes_cubes_in_hu_at_1mm(cube_dir):
         else:  # the cube is centred on pancreas tissue
             assert (first_lbl == 1).mean() > 0.05
             assert 0.0 < float(first[first_lbl == 1].mean()) < 200.0
+
+
+def _parse_prepare(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "prepare_data.json"), str(CONFIGS / "smoke.json")])
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+def test_prepare_keeps_the_intensity_map_monotonic_by_default(gan_scripts, tmp_path):
+    """Marker replacement is off by default (bone and contrast vessels keep their HU, so the map stays monotonic);
+    turned on, it is the marker-only mode; the pancreas extractor keeps a 10 mm margin and rejects tumour boxes."""
+    hu = np.linspace(-200.0, 1200.0, 16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16)
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[2:6, 2:6, 2:6] = 1
+    save_volume(hu, np.eye(4), tmp_path / "img.nii.gz")
+    save_volume(label, np.eye(4), tmp_path / "lbl.nii.gz")
+    case = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}
+    out = _parse_prepare().get_parsed_content("preprocessing")(dict(case))["image"].numpy()[0]
+    np.testing.assert_allclose(out, hu, atol=1e-3)  # nothing above 200 HU rewritten: 180 HU < 450 HU < 1200 HU
+    on = _parse_prepare(marker_replacement=True).get_parsed_content("preprocessing")
+    markers = [t for t in on.transforms if type(t).__name__ == "ReplaceHighDensityd"]
+    assert len(markers) == 1 and markers[0].mode == "markers"
+    np.testing.assert_allclose(on(dict(case))["image"].numpy()[0], hu, atol=1e-3)  # a bright ramp is no marker
+    pancreas = _parse_prepare().get_parsed_content("extractors#pancreas")
+    assert pancreas.exclude_margin_mm == 10.0 and pancreas.reject_excluded
+
+
+def test_prepare_accepts_a_healthy_only_dataset_and_cuts_the_negative_set(gan_scripts, tmp_path):
+    """A dataset without tumours (NIH Pancreas-CT layout: pancreas label only) gives pancreas cubes and no tumour
+    cubes instead of stopping; make_negative_cubes cuts random abdominal cubes of the non-test patients."""
+    from ctsynth.data.phantoms import write_phantom_dataset
+
+    dataset = write_phantom_dataset(tmp_path / "nih", kind="abdomen", n=2, size=48, spacing=2.0, seed=3,
+                                    tumor_fraction=0.0)  # fmt: skip
+    labels = [load_volume(p)[0] for p in sorted((tmp_path / "nih" / "labelsTr").glob("*.nii.gz"))]
+    assert all(set(np.unique(lbl).tolist()) == {0, 1} for lbl in labels)
+    common = dict(dataset_dir=str(dataset.parent), output_dir=str(tmp_path / "cubes"), test_fraction=0.0, n_folds=2)
+    run_config("prepare_data.json", augment_per_volume=0, **common)
+    assert not (tmp_path / "cubes" / "tumor").exists()
+    items = json.loads((tmp_path / "cubes" / "pancreas" / "datalist.json").read_text())["training"]
+    assert sorted(it["case"] for it in items) == ["phantom_abdomen_000", "phantom_abdomen_001"]
+    negative = tmp_path / "negative"
+    run_config("prepare_data.json", run_id="make_negative_cubes", negative_dir=str(negative), negative_count=3,
+               negative_cube_size=16, **common)  # fmt: skip
+    listed = json.loads((negative / "datalist.json").read_text())["training"]
+    assert len(listed) == 3 and {it["case"] for it in listed} == {"phantom_abdomen_000", "phantom_abdomen_001"}
+    for it in listed:
+        cube, affine = load_volume(negative / it["image"])
+        assert cube.shape == (16, 16, 16) and cube[8, 8, 8] > -500.0  # centred in the body, HU
+        np.testing.assert_allclose(spacing_from_affine(affine), (1.0, 1.0, 1.0), atol=1e-5)
 
 
 def test_train_one_epoch_writes_loadable_checkpoint_and_loss_log(train_run):
