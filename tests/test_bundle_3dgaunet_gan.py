@@ -668,6 +668,23 @@ def test_inference_writes_deterministic_cubes_in_hu(train_run):
     assert not np.allclose(arrays[0], _check_samples(samples / "c", 3)[0])
 
 
+def test_inference_batchnorm_mode_is_an_option(train_run, gan_scripts):
+    """bn_mode 'eval' (default) samples with the running statistics, 'train' with each batch's: different samples,
+    recorded in samples.json; another value is refused."""
+    out, _ = train_run
+    common = {"ckpt_path": str(out / "checkpoints" / "checkpoint_epoch=1.pt"), "num_samples": 2, "num_previews": 0}
+    samples = out.parent / "samples_bn"
+    run_config("inference.json", output_dir=str(samples / "eval"), batch_size=2, **common)
+    run_config("inference.json", output_dir=str(samples / "train"), batch_size=2, bn_mode="train", **common)
+    a, b = _check_samples(samples / "eval", 2), _check_samples(samples / "train", 2)
+    assert not np.allclose(a[0], b[0], atol=1e-3)
+    for mode in ("eval", "train"):
+        assert json.loads((samples / mode / "samples.json").read_text())["run_info"]["bn_mode"] == mode
+    assert gan_scripts.networks.batchnorm_eval_mode("eval") and not gan_scripts.networks.batchnorm_eval_mode("train")
+    with pytest.raises(ValueError, match="bn_mode must be one of"):
+        gan_scripts.networks.batchnorm_eval_mode("frozen")
+
+
 @pytest.mark.slow
 def test_inference_cli_subprocess(train_run):
     out, _ = train_run
@@ -728,6 +745,36 @@ def test_pancreas_model_and_3dgan_baseline_train(cube_dir):
     )
     state = torch.load(base / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert state["generator"]["net.0.weight"].shape == (256, 16, 4, 4, 4)  # ConvTranspose3d from z (256)
+
+
+def _parse_train(*overlays: str, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), *[str(CONFIGS / o) for o in overlays]])
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+def test_3dgan_baseline_overlay_has_its_published_settings(gan_scripts):
+    """The baseline overlay trains with the settings of the 3DGAUnet authors' repository (the code of the paper's
+    3D-GAN baseline); --baseline_settings shared gives train.json's settings (only the architecture differs)."""
+    keys = ("lr_g", "lr_d", "betas", "batch_size", "d_accuracy_threshold", "adversarial_loss", "max_epochs")
+    published = _parse_train("baseline_3dgan.json")
+    assert [published.get_parsed_content(k) for k in keys] == [0.002, 1e-5, [0.25, 0.666], 8, 0.7, "mse", 500]
+    assert published.get_parsed_content("save_interval") == 20
+    shared = _parse_train("baseline_3dgan.json", baseline_settings="shared")
+    plain = _parse_train()
+    assert [shared.get_parsed_content(k) for k in keys] == [plain.get_parsed_content(k) for k in keys]
+    assert plain.get_parsed_content("adversarial_loss") == "bce"
+    logits_r, logits_f = torch.tensor([0.0, 2.0]), torch.tensor([-1.0, 0.0])
+    d = gan_scripts.gan.mse_discriminator_loss(logits_r, logits_f)
+    sig = torch.sigmoid
+    expected = ((sig(logits_r) - 1) ** 2).mean() + (sig(logits_f) ** 2).mean()
+    assert float(d) == pytest.approx(float(expected))
+    assert float(gan_scripts.gan.mse_generator_loss(torch.zeros(3))) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="adversarial_loss must be one of"):
+        gan_scripts.gan.GaUNetTrainer(adversarial_loss="hinge")
 
 
 def test_inference_refuses_another_model_kind_and_an_existing_folder(train_run, gan_scripts):
