@@ -111,10 +111,11 @@ RANDOM_WEIGHTS_NOTE = (
     "(allow_random_weights); those numbers are not comparable to published ones."
 )
 
-_SUITE = (
+_SUITE_BASE = (
     "ctsynth metric suite on cubes in HU windowed [-100, 170] -> [0, 1], at most max_volumes (100) per set, a seeded "
-    "subset; real reference = the unaugmented ('orig') training cubes of this dataset"
+    "subset"
 )
+_SUITE = f"{_SUITE_BASE}; real reference = the unaugmented ('orig') training cubes of this dataset"
 _FID_SLICES = (
     "Inception-v3 pool3 features of the centre slice per plane as in the paper, but on other scans, another real "
     "reference and another sample count; absolute FID depends on all three"
@@ -199,7 +200,7 @@ def paper_tables(f3d_input_scale: float = 1.0, blend_reference: str = BLEND_REFE
             citation="Shi et al. 2023, Table 3",
             paper_source=PAPER_SOURCE,
             protocol=(
-                f"{_SUITE}; fid2d_slices (and f3d, mmd_linear) of each blended set against the reference set: "
+                f"{_SUITE_BASE}; fid2d_slices (and f3d, mmd_linear) of each blended set against the reference set: "
                 f"{blend_reference}."
             ),
             comparability={
