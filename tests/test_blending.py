@@ -32,6 +32,7 @@ from ctsynth.blending import (
     tumor_offset,
     weighted_gram,
 )
+from ctsynth.blending.poisson import tumour_contrast
 from ctsynth.data.io import load_volume, save_volume
 
 # ----------------------------------------------------------------------------------------------- synthetic inputs
@@ -278,13 +279,40 @@ def test_poisson_changes_only_the_dilated_region_and_smooths_the_seam(tissue):
     assert abs(pure.image[core].mean() - tissue.mean()) < 0.05
 
 
+@pytest.mark.parametrize("value,edge", [(0.35, 0.0), (0.45, 1.0), (0.3, 0.5)])
+def test_poisson_keeps_the_tumour_to_tissue_contrast_within_5_percent(rng, value, edge):
+    """Blend II (default) keeps the source tumour's mean contrast to the surrounding tissue within 5 %; the plain
+    screened solution (keep_contrast=False) loses about a fifth of it (the issue this guards against)."""
+    tissue = noisy_tissue(rng, level=0.7)
+    tumour = ball(value=value, radius=8, edge=edge)
+    result = blend_poisson(tumour, tissue)
+    m = result.mask.astype(bool)
+    # tissue reference: a shell 6-8 voxels outside the tumour, beyond the blended region (mask + fringe, dilated by 2)
+    region = dilate_mask(m, 4)
+    shell = dilate_mask(m, 8) & ~dilate_mask(m, 5)
+    assert not (shell & region).any()
+    source = paste_into(tissue.shape, tumour, result.offset)
+    source_contrast = tumour_contrast(np.where(m, source, tissue), m, shell)
+    assert source_contrast < -0.2  # hypo-attenuating
+    assert tumour_contrast(result.image, m, shell) == pytest.approx(source_contrast, rel=0.05)
+    core = ndimage.binary_erosion(m, iterations=3)
+    assert abs(result.image[core].mean() - source[core].mean()) < 0.03  # the core keeps its own level
+    plain = blend_poisson(tumour, tissue, keep_contrast=False)
+    assert abs(tumour_contrast(plain.image, m, shell) / source_contrast - 1) > 0.1
+    np.testing.assert_array_equal(result.image[~region], plain.image[~region])  # the correction stays in the region
+    styled = blend_style_refined(tumour, tissue, mode="statistics")
+    assert tumour_contrast(styled.image, m, shell) == pytest.approx(source_contrast, rel=0.05)
+
+
 def test_poisson_removes_the_dark_fringe_of_a_soft_tumour(tissue):
     tumour = ball(value=0.4, radius=10, edge=1.0)
     paste = blend_copy_paste(tumour, tissue)
-    result = blend_poisson(tumour, tissue)
+    result = blend_poisson(tumour, tissue, keep_contrast=False)
     assert paste.image[paste.mask.astype(bool)].min() < 0.1  # the "black pixels around the boundary"
     # no voxel darker than the tumour's own half-intensity border remains (copy-paste leaves them near 0)
     assert result.image[dilate_mask(paste.mask.astype(bool), 2)].min() > 0.45 * 0.4
+    # the contrast-keeping default darkens the border band a little to offset the tissue's pull, no black rim
+    assert blend_poisson(tumour, tissue).image[dilate_mask(paste.mask.astype(bool), 2)].min() > 0.35 * 0.4
     assert result.mask.sum() < paste.mask.sum()  # the fringe is transition, not tumour
     no_fringe = blend_poisson(tumour, tissue, fringe_fraction=0.0)
     assert no_fringe.mask.sum() == paste.mask.sum()

@@ -268,6 +268,55 @@ def test_balancing_rule_reproduces_paper(cv):
         cv.synthetic_counts_for_balance(-1, 3, 1, 1)
 
 
+def _classifier_config() -> dict:
+    return json.loads((BUNDLE / "configs" / "train_classifier.json").read_text())
+
+
+def test_default_synthetic_budget_reproduces_the_papers_counts(cv):
+    """With the paper's real training counts (139 PDAC / 203 healthy over 3 folds) and plenty of synthetic cubes, the
+    config's defaults add +114 PDAC / +50 healthy (Table 4), the same subset in every fold (about 42 % synthetic)."""
+    config = _classifier_config()
+    assert config["n_synthetic_total"] is None
+    real = [{"image": f"p{i}", "label": 1, "source": "real", "fold": i % 3} for i in range(139)]
+    real += [{"image": f"h{i}", "label": 0, "source": "real", "fold": i % 3} for i in range(203)]
+    synthetic = [{"image": f"s{i}", "label": i % 2, "source": "synthetic"} for i in range(1000)]
+    datalist = {"training": real, "testing": [], "synthetic": synthetic, "n_folds": 3}
+    subsets = []
+    for fold in range(3):
+        run = cv.select_run_data(datalist, "II", fold, synthetic_budget_fraction=config["synthetic_budget_fraction"])
+        counts = run["counts"]
+        assert counts["train_synthetic"] == {"pdac": 114, "healthy": 50} and counts["synthetic_budget"] == 164
+        n_train = counts["train"]["pdac"] + counts["train"]["healthy"]
+        assert counts["synthetic_fraction_of_train"] == pytest.approx(164 / n_train) == pytest.approx(0.418, abs=2e-3)
+        subsets.append(sorted(it["image"] for it in run["train"] if it["source"] == "synthetic"))
+    assert subsets[0] == subsets[1] == subsets[2]
+    assert cv.synthetic_budget(342, None) is None
+    with pytest.raises(ValueError, match="synthetic_budget_fraction must be >= 0"):
+        cv.synthetic_budget(342, -0.1)
+
+
+def test_classifier_is_tested_with_the_validation_selected_checkpoint(cv, clf, tmp_path):
+    """run_one loads model_best.pt (highest validation ROC AUC) before the test evaluator runs; 'final' keeps the
+    last weights; a missing best checkpoint is an error naming the file."""
+    run_one = _classifier_config()["run_one"]
+    load = next(i for i, step in enumerate(run_one) if "load_test_checkpoint" in step)
+    assert load < next(i for i, step in enumerate(run_one) if "@test#evaluator.run()" in step)
+    assert load > next(i for i, step in enumerate(run_one) if "@train#trainer.run()" in step)
+    assert _classifier_config()["test_checkpoint"] == "best"
+    net = clf.PDACClassifier3D(filters=[2, 2, 2, 2], padding="same")
+    best = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save(best, tmp_path / "model_best.pt")
+    assert cv.load_test_checkpoint(net, tmp_path, "final") == "final weights"
+    assert not torch.equal(net.state_dict()["head.weight"], best["head.weight"])
+    assert cv.load_test_checkpoint(net, tmp_path) == str(tmp_path / "model_best.pt")
+    assert torch.equal(net.state_dict()["head.weight"], best["head.weight"])
+    assert json.loads((tmp_path / "test_checkpoint.json").read_text())["test_checkpoint"] == "best"
+    with pytest.raises(FileNotFoundError, match="model_best.pt: no validation-selected checkpoint"):
+        cv.load_test_checkpoint(net, tmp_path / "empty")
+    with pytest.raises(ValueError, match="test_checkpoint must be 'best' or 'final'"):
+        cv.load_test_checkpoint(net, tmp_path, "last")
+
+
 def _write_cubes(folder: Path, n: int, size: int, seed: int, bright: float) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -419,6 +468,8 @@ def test_train_classifier_study_runs(tmp_path):
             final = torch.load(run / "model_last.pt", weights_only=True)  # network, optimizer, trainer states
             assert "head.weight" in final["model"] and final["trainer"]["max_epochs"] == 1
             assert "head.weight" in torch.load(run / "model_best.pt", weights_only=True)
+            used = json.loads((run / "test_checkpoint.json").read_text())  # test scored with the best weights
+            assert used == {"test_checkpoint": "best", "weights": str(run / "model_best.pt")}
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["comparison"]["configs"]) == {"I", "II"}
     md = (out / "comparison.md").read_text()
@@ -574,7 +625,38 @@ def test_paper_tables_carry_only_their_own_notes(ev, tmp_path, monkeypatch):
     assert "no blended set" not in md["table1"] + md["table2"]
     monkeypatch.setattr(evaluation, "_evaluate", lambda real, syn, out, metrics: _fake_report(["f3d"]))
     md = {k: Path(v).read_text() for k, v in evaluation.run().items()}
-    assert "random weights" in md["table2"] and "random weights" not in md["table1"] + md["table3"]
+    # Table 3 carries the blends' F3D too (against the negative set)
+    assert "random weights" in md["table2"] + md["table3"] and "random weights" not in md["table1"]
+
+
+def test_table_header_notes_say_what_is_comparable(ev, tmp_path, monkeypatch):
+    """Every value column of Tables 1-3 carries its comparability; F3D follows the input-scale option; Table 3 names
+    its reference set (the paper's 100 random abdominal 64^3 cubes) and carries the blends' 3D metrics."""
+    for scale, level in ((1.0, "not comparable"), (255.0, "ordering only")):
+        tables = ev.paper_tables(f3d_input_scale=scale)
+        for table in tables.values():
+            values = [c for c in table.columns if c not in (*table.key_columns, "Source")]
+            assert set(table.comparability) == set(values), table.name
+        assert str(tables["table2"].comparability["F3D"].level) == level
+    assert "100 random abdominal 64^3 cubes" in ev.PAPER_TABLES["table3"].protocol
+    assert {"F3D", "MMD^2"} <= set(ev.PAPER_TABLES["table3"].columns)
+    (tmp_path / "syn").mkdir()
+    (tmp_path / "blend2").mkdir()
+    evaluation = ev.PaperEvaluation(
+        sets=[{"tissue": "tumor", "model": "3DGAUNet", "real": "r", "synthetic": str(tmp_path / "syn")}],
+        out=tmp_path / "out",
+        blend_sets={"Blend II": str(tmp_path / "blend2")},
+        blend_reference="ref",
+        suite_options={"f3d_input_scale": 255.0},
+    )
+    assert evaluation.blend_metrics == ["fid2d_slices", "f3d", "mmd_linear"]
+    monkeypatch.setattr(evaluation, "_evaluate", lambda real, syn, out, metrics: _fake_report([]))
+    md = {k: Path(v).read_text() for k, v in evaluation.run().items()}
+    assert "- F3D: **ordering only** (0-255 input" in md["table2"]
+    assert "- MMD^2: **not comparable**" in md["table2"] and "- MS-SSIM: **ordering only**" in md["table2"]
+    assert "input [0, 255]" in md["table2"] and "100 random abdominal 64^3 cubes" in md["table3"]
+    assert "- F3D, MMD^2: **ordering only** (no published value" in md["table3"]
+    assert "| Blend II | ours | n/a | n/a | n/a | 1.00 | 1.00 |" in md["table3"]  # the fake has no per-plane FID
 
 
 def test_build_datalist_too_few_cubes_names_the_folder(cv, tmp_path):

@@ -491,8 +491,9 @@ def test_prepare_data_writes_cubes_in_hu_at_1mm(cube_dir):
             lbl, _ = load_volume(cube_dir / kind / item["label"])
             assert img.shape == lbl.shape == (size, size, size)
             np.testing.assert_allclose(spacing_from_affine(affine), (1.0, 1.0, 1.0), atol=1e-5)
-            assert img.max() <= 200.0 + 1e-3  # markers above 200 HU were replaced
             assert img.min() >= -1100.0 and lbl.dtype == np.uint8
+            if kind == "pancreas":  # healthy tissue: no tumour voxel in any cube of the tumour-bearing phantoms
+                assert not (lbl == 2).any(), item["image"]
         first, _ = load_volume(cube_dir / kind / items[0]["image"])
         first_lbl, _ = load_volume(cube_dir / kind / items[0]["label"])
         if kind == "tumor":  # outside the tumour: the window floor; inside: hypo-attenuating soft tissue
@@ -501,6 +502,59 @@ def test_prepare_data_writes_cubes_in_hu_at_1mm(cube_dir):
         else:  # the cube is centred on pancreas tissue
             assert (first_lbl == 1).mean() > 0.05
             assert 0.0 < float(first[first_lbl == 1].mean()) < 200.0
+
+
+def _parse_prepare(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "prepare_data.json"), str(CONFIGS / "smoke.json")])
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+def test_prepare_keeps_the_intensity_map_monotonic_by_default(gan_scripts, tmp_path):
+    """Marker replacement is off by default (bone and contrast vessels keep their HU, so the map stays monotonic);
+    turned on, it is the marker-only mode; the pancreas extractor keeps a 10 mm margin and rejects tumour boxes."""
+    hu = np.linspace(-200.0, 1200.0, 16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16)
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[2:6, 2:6, 2:6] = 1
+    save_volume(hu, np.eye(4), tmp_path / "img.nii.gz")
+    save_volume(label, np.eye(4), tmp_path / "lbl.nii.gz")
+    case = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}
+    out = _parse_prepare().get_parsed_content("preprocessing")(dict(case))["image"].numpy()[0]
+    np.testing.assert_allclose(out, hu, atol=1e-3)  # nothing above 200 HU rewritten: 180 HU < 450 HU < 1200 HU
+    on = _parse_prepare(marker_replacement=True).get_parsed_content("preprocessing")
+    markers = [t for t in on.transforms if type(t).__name__ == "ReplaceHighDensityd"]
+    assert len(markers) == 1 and markers[0].mode == "markers"
+    np.testing.assert_allclose(on(dict(case))["image"].numpy()[0], hu, atol=1e-3)  # a bright ramp is no marker
+    pancreas = _parse_prepare().get_parsed_content("extractors#pancreas")
+    assert pancreas.exclude_margin_mm == 10.0 and pancreas.reject_excluded
+
+
+def test_prepare_accepts_a_healthy_only_dataset_and_cuts_the_negative_set(gan_scripts, tmp_path):
+    """A dataset without tumours (NIH Pancreas-CT layout: pancreas label only) gives pancreas cubes and no tumour
+    cubes instead of stopping; make_negative_cubes cuts random abdominal cubes of the non-test patients."""
+    from ctsynth.data.phantoms import write_phantom_dataset
+
+    dataset = write_phantom_dataset(tmp_path / "nih", kind="abdomen", n=2, size=48, spacing=2.0, seed=3,
+                                    tumor_fraction=0.0)  # fmt: skip
+    labels = [load_volume(p)[0] for p in sorted((tmp_path / "nih" / "labelsTr").glob("*.nii.gz"))]
+    assert all(set(np.unique(lbl).tolist()) == {0, 1} for lbl in labels)
+    common = dict(dataset_dir=str(dataset.parent), output_dir=str(tmp_path / "cubes"), test_fraction=0.0, n_folds=2)
+    run_config("prepare_data.json", augment_per_volume=0, **common)
+    assert not (tmp_path / "cubes" / "tumor").exists()
+    items = json.loads((tmp_path / "cubes" / "pancreas" / "datalist.json").read_text())["training"]
+    assert sorted(it["case"] for it in items) == ["phantom_abdomen_000", "phantom_abdomen_001"]
+    negative = tmp_path / "negative"
+    run_config("prepare_data.json", run_id="make_negative_cubes", negative_dir=str(negative), negative_count=3,
+               negative_cube_size=16, **common)  # fmt: skip
+    listed = json.loads((negative / "datalist.json").read_text())["training"]
+    assert len(listed) == 3 and {it["case"] for it in listed} == {"phantom_abdomen_000", "phantom_abdomen_001"}
+    for it in listed:
+        cube, affine = load_volume(negative / it["image"])
+        assert cube.shape == (16, 16, 16) and cube[8, 8, 8] > -500.0  # centred in the body, HU
+        np.testing.assert_allclose(spacing_from_affine(affine), (1.0, 1.0, 1.0), atol=1e-5)
 
 
 def test_train_one_epoch_writes_loadable_checkpoint_and_loss_log(train_run):
@@ -630,6 +684,23 @@ def test_inference_writes_deterministic_cubes_in_hu(train_run):
     assert not np.allclose(arrays[0], _check_samples(samples / "c", 3)[0])
 
 
+def test_inference_batchnorm_mode_is_an_option(train_run, gan_scripts):
+    """bn_mode 'eval' (default) samples with the running statistics, 'train' with each batch's: different samples,
+    recorded in samples.json; another value is refused."""
+    out, _ = train_run
+    common = {"ckpt_path": str(out / "checkpoints" / "checkpoint_epoch=1.pt"), "num_samples": 2, "num_previews": 0}
+    samples = out.parent / "samples_bn"
+    run_config("inference.json", output_dir=str(samples / "eval"), batch_size=2, **common)
+    run_config("inference.json", output_dir=str(samples / "train"), batch_size=2, bn_mode="train", **common)
+    a, b = _check_samples(samples / "eval", 2), _check_samples(samples / "train", 2)
+    assert not np.allclose(a[0], b[0], atol=1e-3)
+    for mode in ("eval", "train"):
+        assert json.loads((samples / mode / "samples.json").read_text())["run_info"]["bn_mode"] == mode
+    assert gan_scripts.networks.batchnorm_eval_mode("eval") and not gan_scripts.networks.batchnorm_eval_mode("train")
+    with pytest.raises(ValueError, match="bn_mode must be one of"):
+        gan_scripts.networks.batchnorm_eval_mode("frozen")
+
+
 @pytest.mark.slow
 def test_inference_cli_subprocess(train_run):
     out, _ = train_run
@@ -690,6 +761,36 @@ def test_pancreas_model_and_3dgan_baseline_train(cube_dir):
     )
     state = torch.load(base / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert state["generator"]["net.0.weight"].shape == (256, 16, 4, 4, 4)  # ConvTranspose3d from z (256)
+
+
+def _parse_train(*overlays: str, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), *[str(CONFIGS / o) for o in overlays]])
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+def test_3dgan_baseline_overlay_has_its_published_settings(gan_scripts):
+    """The baseline overlay trains with the settings of the 3DGAUnet authors' repository (the code of the paper's
+    3D-GAN baseline); --baseline_settings shared gives train.json's settings (only the architecture differs)."""
+    keys = ("lr_g", "lr_d", "betas", "batch_size", "d_accuracy_threshold", "adversarial_loss", "max_epochs")
+    published = _parse_train("baseline_3dgan.json")
+    assert [published.get_parsed_content(k) for k in keys] == [0.002, 1e-5, [0.25, 0.666], 8, 0.7, "mse", 500]
+    assert published.get_parsed_content("save_interval") == 20
+    shared = _parse_train("baseline_3dgan.json", baseline_settings="shared")
+    plain = _parse_train()
+    assert [shared.get_parsed_content(k) for k in keys] == [plain.get_parsed_content(k) for k in keys]
+    assert plain.get_parsed_content("adversarial_loss") == "bce"
+    logits_r, logits_f = torch.tensor([0.0, 2.0]), torch.tensor([-1.0, 0.0])
+    d = gan_scripts.gan.mse_discriminator_loss(logits_r, logits_f)
+    sig = torch.sigmoid
+    expected = ((sig(logits_r) - 1) ** 2).mean() + (sig(logits_f) ** 2).mean()
+    assert float(d) == pytest.approx(float(expected))
+    assert float(gan_scripts.gan.mse_generator_loss(torch.zeros(3))) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="adversarial_loss must be one of"):
+        gan_scripts.gan.GaUNetTrainer(adversarial_loss="hinge")
 
 
 def test_inference_refuses_another_model_kind_and_an_existing_folder(train_run, gan_scripts):

@@ -152,3 +152,23 @@ def test_json_safe_writer(tmp_path):
         "a": 1.5, "b": [0, 1, 2], "c": "/x/y", "d": None, "e": "-inf", "f": [2, [3]], "g": [1.0, 2.0], "4": True,
     }  # fmt: skip
     assert to_json_safe(float("nan"), nan="NaN") == "NaN"
+
+
+def test_f3d_input_scale_option_feeds_0_255_and_is_recorded(sets, tmp_path):
+    """EvaluationOptions.f3d_input_scale=255 feeds the network 0-255 values (the scale the 3DGAUnet paper's F3D
+    magnitudes fit); the default stays [0, 1] and gives the same value as before."""
+    x = torch.tensor([0.0, 0.25, 1.0]).view(1, 1, 3, 1, 1)
+    assert torch.equal(F3DFeatureExtractor(**FAST_F3D["f3d"], input_scale=255).from_windowed(x, (0.0, 1.0)), x * 255)
+    base = _report(evaluate(sets / "real", sets / "syn", tmp_path / "a", metrics="f3d", extractor_kwargs=FAST_F3D,
+                            progress=False))  # fmt: skip
+    one = _report(evaluate(sets / "real", sets / "syn", tmp_path / "b", metrics="f3d", extractor_kwargs=FAST_F3D,
+                           f3d_input_scale=1.0, progress=False))  # fmt: skip
+    big = _report(evaluate(sets / "real", sets / "syn", tmp_path / "c", metrics="f3d", extractor_kwargs=FAST_F3D,
+                           f3d_input_scale=255.0, progress=False))  # fmt: skip
+    v0, v255 = base["metrics"]["f3d"]["value"], big["metrics"]["f3d"]["value"]
+    assert one["metrics"]["f3d"]["value"] == v0
+    assert 1e3 < v255 / v0 < 1e6  # about 255^2 (biases and ReLU make it inexact)
+    assert big["preprocessing"]["feature_inputs"]["f3d"].startswith("[0, 255]")
+    assert big["metrics"]["f3d"]["protocol"]["extractor"]["input_scale"] == 255.0
+    with pytest.raises(ValueError, match="f3d_input_scale must be positive"):
+        EvaluationOptions(f3d_input_scale=0)

@@ -187,4 +187,42 @@ def test_pancreas_cube_inverse_and_errors(rng):
         t(empty)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ExtractPancreasCubed(cube_size=64)(dict(d))  # cube larger than the volume: padded, no warning
+        # cube larger than the volume: padded, no warning (it holds the tumour, so rejection is off here)
+        ExtractPancreasCubed(cube_size=64, reject_excluded=False)(dict(d))
+    with pytest.raises(CubeRejectedError, match="phantom_000.nii.gz|no tumour-free 64\\^3 pancreas cube"):
+        ExtractPancreasCubed(cube_size=64)(dict(d))  # every box holds the tumour
+
+
+def test_pancreas_cube_default_keeps_the_tumour_out(rng):
+    """The defaults give a healthy cube from a tumour-bearing phantom: no tumour voxel inside, and the chosen box
+    keeps the 10 mm margin's pancreas out of its count (a 0 mm margin without rejection takes the tumour in)."""
+    d = make_phantom(rng, shape=(64, 56, 48), tumour_radius=4.0)
+    lbl = d["label"].numpy()[0]
+    old = ExtractPancreasCubed(cube_size=24, exclude_margin_mm=0.0, reject_excluded=False)(dict(d))
+    assert (old["label"].numpy() == 2).any()  # the former default: the most-pancreas box holds the tumour
+    t = ExtractPancreasCubed(cube_size=24)
+    assert t.exclude_margin_mm == 10.0 and t.reject_excluded
+    out = t(dict(d))
+    cube = out["label"].numpy()[0]
+    assert (cube == 1).any() and not (cube == 2).any()
+    start = out["image"].meta["cube_start_voxel"]
+    box = lbl[start[0] : start[0] + 24, start[1] : start[1] + 24, start[2] : start[2] + 24]
+    np.testing.assert_array_equal(box, cube)
+
+
+def test_best_fill_with_forbidden_voxels_matches_brute_force(rng):
+    for _ in range(4):
+        mask = rng.random((10, 9, 8)) < 0.3
+        forbidden = np.zeros_like(mask)
+        forbidden[tuple(rng.integers(0, 8, size=3))] = True
+        start, count = best_fill_cube_start(mask & ~forbidden, 4, forbidden=forbidden)
+        best = 0
+        for s in itertools.product(*[range(n - 3) for n in mask.shape]):
+            box = tuple(slice(a, a + 4) for a in s)
+            if not forbidden[box].any():
+                best = max(best, int((mask & ~forbidden)[box].sum()))
+        assert count == best
+        box = tuple(slice(a, a + 4) for a in start)
+        assert not forbidden[box].any() and (mask & ~forbidden)[box].sum() == count
+    with pytest.raises(CubeRejectedError, match="also holds a forbidden"):
+        best_fill_cube_start(np.ones((4, 4, 4), bool), 4, forbidden=np.ones((4, 4, 4), bool))

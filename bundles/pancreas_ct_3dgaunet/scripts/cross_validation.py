@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ctsynth.data.io import write_json_atomic
 from ctsynth.experiments import (
@@ -252,12 +253,30 @@ def load_classifier_datalist(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+#: the paper's synthetic budget relative to its real training cubes: (114 + 50) / (139 + 203) = 0.4795 (Table 4)
+PAPER_SYNTHETIC_BUDGET_FRACTION = 0.48
+
+
+def synthetic_budget(n_real_training: int, fraction: float | None) -> int | None:
+    """The synthetic budget ``round(fraction * n_real_training)`` (``None`` when ``fraction`` is ``None``).
+
+    With the paper's 342 real training cubes and :data:`PAPER_SYNTHETIC_BUDGET_FRACTION` this is 164, which the
+    balancing rule splits into its +114 PDAC / +50 healthy.
+    """
+    if fraction is None:
+        return None
+    if float(fraction) < 0:
+        raise ValueError(f"synthetic_budget_fraction must be >= 0 or None, got {fraction}.")
+    return int(round(float(fraction) * int(n_real_training)))
+
+
 def select_run_data(
     datalist: Mapping[str, Any],
     experiment: str = "I",
     fold: int = 0,
     n_synthetic_total: int | None = None,
     seed: int = 0,
+    synthetic_budget_fraction: float | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Training, validation and test items of one (configuration, fold) run.
 
@@ -269,8 +288,12 @@ def select_run_data(
         datalist: from :func:`load_classifier_datalist`.
         experiment: ``"I"`` (real only) or ``"II"`` (real + synthetic).
         fold: validation fold.
-        n_synthetic_total: synthetic budget passed to :func:`synthetic_counts_for_balance` (``None``: no budget).
+        n_synthetic_total: synthetic budget passed to :func:`synthetic_counts_for_balance`; ``None``: the budget of
+            ``synthetic_budget_fraction``, or no budget when that is ``None`` too.
         seed: seed of the synthetic subset.
+        synthetic_budget_fraction: budget as a fraction of the real training cubes (all folds) when
+            ``n_synthetic_total`` is ``None``; the config's default 0.48 gives the paper's +114 PDAC / +50 healthy
+            with its 139 / 203 real cubes (:func:`synthetic_budget`).
 
     Returns:
         ``{"train": [...], "validate": [...], "test": [...], "counts": {...}}``.
@@ -285,6 +308,8 @@ def select_run_data(
     train = [it for it in training if int(it["fold"]) != int(fold)]
     validate = [it for it in training if int(it["fold"]) == int(fold)]
     test = list(datalist["testing"])
+    if n_synthetic_total is None:
+        n_synthetic_total = synthetic_budget(len(training), synthetic_budget_fraction)
     arm = (
         StudyArm("II", "real+synthetic", balance_classes=True, n_synthetic=n_synthetic_total)
         if experiment == "II"
@@ -319,6 +344,8 @@ def select_run_data(
         "train_synthetic": _count(added),
         "validate": _count(validate),
         "test": _count(test),
+        "synthetic_fraction_of_train": len(added) / len(train) if train else 0.0,
+        "synthetic_budget": n_synthetic_total,
     }
     return {"train": train, "validate": validate, "test": test, "counts": counts}
 
@@ -420,7 +447,9 @@ def summarize_study(
         extra={"comparison": result},
         protocol=(
             "patient-level split recorded before any training (test patients in no GAN and no classifier training "
-            "data); 64^3 cubes, HU window [-100, 170]; Config II adds synthetic cubes to balance the classes"
+            "data); 64^3 cubes, HU window [-100, 170]; Config II adds synthetic cubes to balance the classes "
+            "(budget synthetic_budget_fraction x real training cubes, 0.48: the paper's +114/+50 at its counts); each "
+            "fold's test set scored with the checkpoint chosen on its validation fold (test_checkpoint 'best')"
         ),
         comparability={
             "ROC AUC (test)": ("ordering only", "other scans and split; the paper's GANs saw its test tumours"),
@@ -572,6 +601,43 @@ def cubes_without_label(kind_dir: str | os.PathLike, label: int = 2) -> list[str
         if not np.any(load_volume(lbl)[0] == label):
             keep.append(image)
     return keep
+
+
+def load_test_checkpoint(
+    network: torch.nn.Module, run_dir: str | os.PathLike, choice: str = "best", best_name: str = "model_best.pt"
+) -> str:
+    """Load the weights the test set is scored with: the checkpoint chosen on validation (``"best"``, the
+    ``model_best.pt`` the validation ``CheckpointSaver`` keeps: highest validation ROC AUC) or the weights at the end
+    of training (``"final"``, nothing loaded). The choice is recorded in ``<run_dir>/test_checkpoint.json``.
+
+    Args:
+        network: the classifier (weights loaded in place).
+        run_dir: the run folder.
+        choice: ``"best"`` or ``"final"``.
+        best_name: file name of the validation-selected weights.
+
+    Returns:
+        The checkpoint used (a path, or ``"final weights"``).
+
+    Raises:
+        ValueError: on an unknown choice. FileNotFoundError: when ``"best"`` is asked and no validation-selected
+            checkpoint exists (e.g. validation never ran), naming the file.
+    """
+    if choice not in ("best", "final"):
+        raise ValueError(f"test_checkpoint must be 'best' or 'final', got {choice!r}.")
+    used = "final weights"
+    if choice == "best":
+        path = Path(run_dir) / best_name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no validation-selected checkpoint to test with (did validation run? val_interval must not "
+                "exceed max_epochs); pass --test_checkpoint final to test the last weights."
+            )
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        used = str(path)
+    write_json_atomic({"test_checkpoint": choice, "weights": used}, Path(run_dir) / "test_checkpoint.json")
+    logger.info("test set scored with %s", used)
+    return used
 
 
 def write_run_counts(run_data: Mapping[str, Any], run_dir: str | os.PathLike) -> Path:

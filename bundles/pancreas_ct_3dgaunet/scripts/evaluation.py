@@ -23,6 +23,7 @@ __all__ = [
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "PAPER_TABLE3",
+    "BLEND_REFERENCE_CHOICE",
     "PAPER_TABLES",
     "PLANES",
     "PaperEvaluation",
@@ -30,6 +31,7 @@ __all__ = [
     "table2_row",
     "table3_row",
     "format_value",
+    "paper_tables",
     "reference_set",
     "table_to_markdown",
     "write_table",
@@ -79,10 +81,12 @@ def write_table(
     notes: Sequence[str] = (),
     digits: int = 2,
     extra: Mapping[str, Any] | None = None,
+    tables: Mapping[str, PaperTable] | None = None,
 ) -> dict[str, Path]:
     """:func:`ctsynth.report.tables.write_table` with the protocol and per-column comparability of the 3DGAUnet table
-    ``name`` when it is one of :data:`PAPER_TABLES` (Tables 1-3), so every table carries its header note."""
-    spec = PAPER_TABLES.get(name)
+    ``name`` when it is one of ``tables`` (default :data:`PAPER_TABLES`, Tables 1-3), so every table carries its
+    header note."""
+    spec = (PAPER_TABLES if tables is None else tables).get(name)
     protocol = spec.protocol if spec is not None else ""
     comparability = {k: v for k, v in spec.comparability.items() if k in columns} if spec is not None else None
     return write_table_with_notes(
@@ -94,81 +98,127 @@ def write_table(
 FID_PLANE_KEYS = {"sagittal": "yz", "axial": "xy", "coronal": "zx"}
 TABLE1_COLUMNS = ["Tissue", "Model", "Source", "FID-Sag", "FID-Ax", "FID-Cor", "PSNR-Sag", "PSNR-Ax", "PSNR-Cor"]
 TABLE2_COLUMNS = ["Tissue", "Model", "Source", "F3D", "MMD^2", "MS-SSIM"]
-TABLE3_COLUMNS = ["Blending Methods", "Source", "FID-Sag", "FID-Ax", "FID-Cor"]
+TABLE3_COLUMNS = ["Blending Methods", "Source", "FID-Sag", "FID-Ax", "FID-Cor", "F3D", "MMD^2"]
 PAPER_SOURCE = "paper (Shi et al. 2023)"
 PAPER_NOTE = "Rows marked 'paper' are the published values of 3DGAUnet (Shi et al. 2023), copied, not computed here."
 # the paper's Tables 1-2 metrics; the rest of the ctsynth suite is added by default (configs/evaluate.json)
 PAPER_METRICS = ("fid2d_slices", "psnr", "f3d", "mmd_linear", "msssim")
 TABLE1_METRICS = ("fid2d_slices", "psnr")
 TABLE2_METRICS = ("f3d", "mmd_linear", "msssim")
-TABLE3_METRICS = ("fid2d_slices",)
+TABLE3_METRICS = ("fid2d_slices", "f3d", "mmd_linear")
 RANDOM_WEIGHTS_NOTE = (
     "random weights: a feature network of this table's metrics ran without pretrained weights "
     "(allow_random_weights); those numbers are not comparable to published ones."
 )
 
-_SUITE = (
+_SUITE_BASE = (
     "ctsynth metric suite on cubes in HU windowed [-100, 170] -> [0, 1], at most max_volumes (100) per set, a seeded "
-    "subset; real reference = the unaugmented ('orig') training cubes of this dataset"
+    "subset"
 )
+_SUITE = f"{_SUITE_BASE}; real reference = the unaugmented ('orig') training cubes of this dataset"
 _FID_SLICES = (
     "Inception-v3 pool3 features of the centre slice per plane as in the paper, but on other scans, another real "
     "reference and another sample count; absolute FID depends on all three"
 )
-#: protocol and per-column comparability of the paper's Tables 1-3 (Shi et al. 2023), printed above each table
-PAPER_TABLES: dict[str, PaperTable] = {
-    "table1": PaperTable(
-        name="table1",
-        title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)",
-        columns=tuple(TABLE1_COLUMNS),
-        key_columns=("Tissue", "Model"),
-        paper_values=PAPER_TABLE1,
-        citation="Shi et al. 2023, Table 1",
-        paper_source=PAPER_SOURCE,
-        protocol=f"{_SUITE}; fid2d_slices (centre slice per plane) and psnr (centre slices, mean per plane).",
-        comparability={
-            **{f"FID-{a}": ("ordering only", _FID_SLICES) for a in PLANE_ABBREV.values()},
-            **{
-                f"PSNR-{a}": ("ordering only", "unpaired real and synthetic slices; the paper does not say how it "
-                              "paired them")
-                for a in PLANE_ABBREV.values()
+_F3D_01 = (
+    "not comparable",
+    "F3D grows with the square of the input intensity; ours feeds the [0, 1] window (f3d_input_scale 1), about "
+    "65,000 times below the 0-255 scale the paper's magnitudes fit; rerun with --f3d_input_scale 255 for its scale",
+)
+_F3D_255 = (
+    "ordering only",
+    "0-255 input as the paper's magnitudes suggest (f3d_input_scale 255), but on other scans and reference sets and an "
+    "untrained network whose seeded weights are ours (the paper's framework and initialiser are not stated)",
+)
+BLEND_REFERENCE_CHOICE = (
+    "the paper's negative set: 100 random abdominal 64^3 cubes (HU, 1 mm) of the non-test patients "
+    "(prepare_data.json make_negative_cubes), the only reference set its blending section names (Shi et al. 2023, "
+    "section 3.3: 'used to compare 3D metrics with the blended volumes'); the paper does not say which set its "
+    "Table 3 FID used"
+)
+TABLE3_3D_COLUMNS = ["F3D", "MMD^2"]
+
+
+def paper_tables(f3d_input_scale: float = 1.0, blend_reference: str = BLEND_REFERENCE_CHOICE) -> dict[str, PaperTable]:
+    """Protocol and per-column comparability of the paper's Tables 1-3 (Shi et al. 2023) for one evaluation setting.
+
+    Args:
+        f3d_input_scale: the F3D input scale of the run (1: [0, 1]; 255: the paper's apparent 0-255), which decides
+            whether Table 2's F3D is "not comparable" or "ordering only".
+        blend_reference: what Table 3's real reference set is (printed in its protocol).
+
+    Returns:
+        ``{"table1": ..., "table2": ..., "table3": ...}`` (:class:`~ctsynth.report.tables.PaperTable`).
+    """
+    f3d_scale = "[0, 1]" if float(f3d_input_scale) == 1.0 else f"[0, {float(f3d_input_scale):g}]"
+    return {
+        "table1": PaperTable(
+            name="table1",
+            title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)",
+            columns=tuple(TABLE1_COLUMNS),
+            key_columns=("Tissue", "Model"),
+            paper_values=PAPER_TABLE1,
+            citation="Shi et al. 2023, Table 1",
+            paper_source=PAPER_SOURCE,
+            protocol=f"{_SUITE}; fid2d_slices (centre slice per plane) and psnr (centre slices, mean per plane).",
+            comparability={
+                **{f"FID-{a}": ("ordering only", _FID_SLICES) for a in PLANE_ABBREV.values()},
+                **{
+                    f"PSNR-{a}": ("ordering only", "unpaired real and synthetic slices; the paper does not say how "
+                                  "it paired them")
+                    for a in PLANE_ABBREV.values()
+                },
             },
-        },
-    ),
-    "table2": PaperTable(
-        name="table2",
-        title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)",
-        columns=tuple(TABLE2_COLUMNS),
-        key_columns=("Tissue", "Model"),
-        paper_values=PAPER_TABLE2,
-        citation="Shi et al. 2023, Table 2",
-        paper_source=PAPER_SOURCE,
-        protocol=f"{_SUITE}; f3d (untrained seed-42 classifier CNN), mmd_linear, msssim (pairwise among samples).",
-        comparability={
-            "F3D": ("not comparable", "F3D scales with the square of the input intensity: ours feeds [0, 1] cubes, "
-                    "the paper's magnitudes fit 0-255 input"),
-            "MMD^2": ("not comparable", "the paper states neither its kernel nor its input scale; ours is the "
-                      "linear-kernel MMD^2 on [0, 1] voxels"),
-            "MS-SSIM": ("ordering only", "pairwise among synthetic samples as in the paper; its window and scale "
-                        "settings for 32^3 and 64^3 cubes are not stated"),
-        },
-    ),
-    "table3": PaperTable(
-        name="table3",
-        title="Table 3: slice-wise FID of the blending methods",
-        columns=tuple(TABLE3_COLUMNS),
-        key_columns=("Blending Methods",),
-        paper_values=PAPER_TABLE3,
-        citation="Shi et al. 2023, Table 3",
-        paper_source=PAPER_SOURCE,
-        protocol=f"{_SUITE}; fid2d_slices of each blended set against blend_reference (real 64^3 PDAC cubes).",
-        comparability={
-            f"FID-{a}": ("ordering only", "the paper does not state Table 3's reference set and its values are about "
-                         "ten times smaller than Table 1's; ours uses real 64^3 PDAC cubes")
-            for a in PLANE_ABBREV.values()
-        },
-    ),
-}  # fmt: skip
+        ),
+        "table2": PaperTable(
+            name="table2",
+            title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)",
+            columns=tuple(TABLE2_COLUMNS),
+            key_columns=("Tissue", "Model"),
+            paper_values=PAPER_TABLE2,
+            citation="Shi et al. 2023, Table 2",
+            paper_source=PAPER_SOURCE,
+            protocol=(
+                f"{_SUITE}; f3d (untrained seed-42 classifier CNN, input {f3d_scale}), mmd_linear, msssim (pairwise "
+                "among samples)."
+            ),
+            comparability={
+                "F3D": _F3D_01 if float(f3d_input_scale) == 1.0 else _F3D_255,
+                "MMD^2": ("not comparable", "the paper states neither its kernel nor its input scale; ours is the "
+                          "linear-kernel MMD^2 on [0, 1] voxels"),
+                "MS-SSIM": ("ordering only", "pairwise among synthetic samples as in the paper, whose window and "
+                            "scales are not stated; ours use a 5-voxel window with 3 scales at 32^3 and 4 at 64^3, "
+                            "so tumour and pancreas values are not on one scale either"),
+            },
+        ),
+        "table3": PaperTable(
+            name="table3",
+            title="Table 3: slice-wise FID of the blending methods (+ 3D metrics, not in the paper's table)",
+            columns=tuple(TABLE3_COLUMNS),
+            key_columns=("Blending Methods",),
+            paper_values=PAPER_TABLE3,
+            citation="Shi et al. 2023, Table 3",
+            paper_source=PAPER_SOURCE,
+            protocol=(
+                f"{_SUITE_BASE}; fid2d_slices (and f3d, mmd_linear) of each blended set against the reference set: "
+                f"{blend_reference}."
+            ),
+            comparability={
+                **{
+                    f"FID-{a}": ("ordering only", "the paper's Table 3 values are about ten times below its Table 1 "
+                                 "values, so its reference set differs from Table 1's; ours is the reference set "
+                                 "named in the protocol, other scans and sample counts")
+                    for a in PLANE_ABBREV.values()
+                },
+                **{c: ("ordering only", "no published value: ranks the blending methods against the negative "
+                       "set only") for c in TABLE3_3D_COLUMNS},
+            },
+        ),
+    }  # fmt: skip
+
+
+#: the tables of the default setting (F3D on [0, 1], Table 3 against the paper's negative set)
+PAPER_TABLES: dict[str, PaperTable] = paper_tables()
 
 
 def _metric(results: Mapping[str, Any], name: str, *path: str) -> Any:
@@ -202,10 +252,12 @@ def table2_row(tissue: str, model: str, metrics: Mapping[str, Any]) -> dict[str,
 
 
 def table3_row(method: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Table 3 cells (slice-wise FID per plane of one blending method)."""
+    """Table 3 cells (slice-wise FID per plane of one blending method, and F3D / linear MMD^2 when computed)."""
     row: dict[str, Any] = {"Blending Methods": method, "Source": "ours"}
     for plane, abbrev in PLANE_ABBREV.items():
         row[f"FID-{abbrev}"] = _metric(metrics, "fid2d_slices", "per_plane", FID_PLANE_KEYS[plane])
+    row["F3D"] = _metric(metrics, "f3d", "value")
+    row["MMD^2"] = _metric(metrics, "mmd_linear", "value")
     return row
 
 
@@ -231,8 +283,10 @@ class PaperEvaluation:
             entries whose ``synthetic`` folder is missing are skipped with a note (e.g. no 3D-GAN baseline).
         out: output folder.
         blend_sets: ``{"Blend I": dir, "Blend II": dir, "Blend III": dir}`` of blended cubes (missing ones skipped).
-        blend_reference: real reference cubes of Table 3 (the paper does not say which; default choice in
-            docs/evaluation.md: real 64^3 tumour-site cubes).
+        blend_reference: real reference cubes of Table 3 (the paper does not say which; default in
+            ``configs/evaluate.json``: the paper's negative set of 100 random abdominal 64^3 cubes, see
+            :data:`BLEND_REFERENCE_CHOICE`).
+        blend_reference_note: what ``blend_reference`` is, for Table 3's protocol.
         metrics: suite metrics of Tables 1-2 runs (must include the paper's five for a full table).
         blend_metrics: suite metrics of Table 3 runs.
         suite_options: the :class:`~ctsynth.metrics.options.EvaluationOptions` of every suite run (or a mapping of
@@ -246,8 +300,9 @@ class PaperEvaluation:
         blend_sets: Mapping[str, Any] | None = None,
         blend_reference: str | os.PathLike | None = None,
         metrics: Sequence[str] = PAPER_METRICS,
-        blend_metrics: Sequence[str] = ("fid2d_slices",),
+        blend_metrics: Sequence[str] = TABLE3_METRICS,
         suite_options: EvaluationOptions | Mapping[str, Any] | None = None,
+        blend_reference_note: str = BLEND_REFERENCE_CHOICE,
     ) -> None:
         for s in sets:
             missing = [k for k in ("tissue", "model", "real", "synthetic") if k not in s]
@@ -264,6 +319,7 @@ class PaperEvaluation:
         self.metrics = list(metrics)
         self.blend_metrics = list(blend_metrics)
         self.suite_options = EvaluationOptions.from_kwargs(suite_options)
+        self.tables = paper_tables(self.suite_options.f3d_input_scale, blend_reference_note)
 
     def _evaluate(self, real: Any, synthetic: Any, out: Path, metrics: Sequence[str]) -> dict[str, Any]:
         from ctsynth.metrics.suite import evaluate
@@ -315,16 +371,17 @@ class PaperEvaluation:
             "table1": write_table(
                 _interleave(rows1, paper1, ("Tissue", "Model")), TABLE1_COLUMNS, self.out, "table1",
                 title="Table 1: 2D image quality (slice-wise FID and PSNR, centre slices)",
-                notes=_notes("table1", set_notes), extra=extra,
+                notes=_notes("table1", set_notes), extra=extra, tables=self.tables,
             )["md"],
             "table2": write_table(
                 _interleave(rows2, paper2, ("Tissue", "Model")), TABLE2_COLUMNS, self.out, "table2",
                 title="Table 2: 3D image quality (F3D, MMD^2, MS-SSIM)", notes=_notes("table2", set_notes), extra=extra,
+                tables=self.tables,
             )["md"],
             "table3": write_table(
                 _interleave(rows3, paper3, ("Blending Methods",)), TABLE3_COLUMNS, self.out, "table3",
-                title="Table 3: slice-wise FID of the blending methods", notes=_notes("table3", blend_notes),
-                extra=extra,
+                title=self.tables["table3"].title, notes=_notes("table3", blend_notes), extra=extra,
+                tables=self.tables,
             )["md"],
         }  # fmt: skip
         return written

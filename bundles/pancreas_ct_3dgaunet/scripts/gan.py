@@ -6,6 +6,10 @@ the usual practice since ``log(1 - D(G(z)))`` has vanishing gradients early in t
 
 Optional, from the 3DGAUnet repository (and 3D-GAN, Wu et al. 2016): D is stepped only while its batch accuracy is
 below a threshold (0.7 there). The accuracy is averaged over DDP ranks first, so every rank takes the same decision.
+
+``adversarial_loss="mse"`` is the objective of the 3D-GAN baseline as the 3DGAUnet authors ran it (their repository's
+``src/trainer.py``: ``nn.MSELoss`` between the sigmoid D output and 1 / 0 labels, least-squares style; the G loss is
+MSE(D(G(z)), 1)); ``configs/baseline_3dgan.json`` selects it with that repository's other settings.
 """
 
 from __future__ import annotations
@@ -14,10 +18,31 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ctsynth.engines import GenerativeTrainer, bce_discriminator_loss, bce_generator_loss, unwrap
 
-__all__ = ["discriminator_accuracy", "GaUNetTrainer"]
+__all__ = [
+    "ADVERSARIAL_LOSSES",
+    "discriminator_accuracy",
+    "GaUNetTrainer",
+    "mse_discriminator_loss",
+    "mse_generator_loss",
+]
+
+ADVERSARIAL_LOSSES = ("bce", "mse")
+
+
+def mse_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """MSE(sigmoid(D(x)), 1) + MSE(sigmoid(D(G(z))), 0): the baseline 3D-GAN's D loss in the 3DGAUnet repository."""
+    real, fake = torch.sigmoid(real_logits.float()), torch.sigmoid(fake_logits.float())
+    return F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake))
+
+
+def mse_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """MSE(sigmoid(D(G(z))), 1): the baseline 3D-GAN's G loss in the 3DGAUnet repository."""
+    fake = torch.sigmoid(fake_logits.float())
+    return F.mse_loss(fake, torch.ones_like(fake))
 
 
 def discriminator_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
@@ -46,6 +71,8 @@ class GaUNetTrainer(GenerativeTrainer):
         d_accuracy_threshold: step D only while its batch accuracy (mean over ranks) is below this; None: always.
         fresh_latents_for_g: draw new latents for the G step (as MONAI's ``GanTrainer`` with
             ``g_update_latents=True``) instead of reusing the D step's fakes.
+        adversarial_loss: ``"bce"`` (default: the paper's cross-entropy, non-saturating G loss) or ``"mse"`` (the
+            baseline 3D-GAN as run in the 3DGAUnet repository).
         args, kwargs: :class:`~ctsynth.engines.GenerativeTrainer` arguments.
 
     Raises:
@@ -61,8 +88,11 @@ class GaUNetTrainer(GenerativeTrainer):
         d_train_steps: int = 1,
         d_accuracy_threshold: float | None = None,
         fresh_latents_for_g: bool = True,
+        adversarial_loss: str = "bce",
         **kwargs: Any,
     ) -> None:
+        if adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {adversarial_loss!r}")
         if d_accuracy_threshold is not None and not 0.0 < float(d_accuracy_threshold) <= 1.0:
             raise ValueError(f"d_accuracy_threshold must be in (0, 1] or None, got {d_accuracy_threshold}")
         if int(d_train_steps) < 1:
@@ -73,6 +103,11 @@ class GaUNetTrainer(GenerativeTrainer):
         self.d_train_steps = int(d_train_steps)
         self.d_accuracy_threshold = None if d_accuracy_threshold is None else float(d_accuracy_threshold)
         self.fresh_latents_for_g = bool(fresh_latents_for_g)
+        self.adversarial_loss = adversarial_loss
+        if adversarial_loss == "mse":
+            self.d_loss_fn, self.g_loss_fn = mse_discriminator_loss, mse_generator_loss
+        else:
+            self.d_loss_fn, self.g_loss_fn = bce_discriminator_loss, bce_generator_loss
 
     def latents(self, n: int) -> torch.Tensor:
         """``n`` Gaussian latents of the generator's shape."""
@@ -90,7 +125,7 @@ class GaUNetTrainer(GenerativeTrainer):
         for _ in range(self.d_train_steps):
             with self.autocast():
                 real_logits, fake_logits = D(reals), D(fakes.detach())
-                d_loss = bce_discriminator_loss(real_logits, fake_logits)
+                d_loss = self.d_loss_fn(real_logits, fake_logits)
             accuracy = self.mean_over_ranks(discriminator_accuracy(real_logits.detach(), fake_logits.detach()))
             d_loss_sum += float(d_loss.item())
             if self.d_accuracy_threshold is None or accuracy < self.d_accuracy_threshold:
@@ -101,7 +136,7 @@ class GaUNetTrainer(GenerativeTrainer):
             with self.autocast():
                 if self.fresh_latents_for_g:
                     fakes = G(self.latents(n))
-                g_loss = bce_generator_loss(D(fakes))
+                g_loss = self.g_loss_fn(D(fakes))
             self.update("generator", g_loss)
 
         return {"g_loss": float(g_loss.item()), "d_loss": d_loss_sum, "d_accuracy": accuracy, "d_updated": updated}

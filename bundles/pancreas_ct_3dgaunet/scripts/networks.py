@@ -14,7 +14,15 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-__all__ = ["UNetGenerator3D", "Discriminator3D", "ThreeDGANGenerator", "ThreeDGANDiscriminator", "count_parameters"]
+__all__ = [
+    "BATCHNORM_MODES",
+    "UNetGenerator3D",
+    "Discriminator3D",
+    "ThreeDGANGenerator",
+    "ThreeDGANDiscriminator",
+    "batchnorm_eval_mode",
+    "count_parameters",
+]
 
 NOISE_MODES = ("volume", "vector")
 
@@ -259,3 +267,18 @@ class ThreeDGANDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 1)`` for volumes ``(B, 1, S, S, S)``."""
         return self.net(x).flatten(1)
+
+
+BATCHNORM_MODES = ("eval", "train")
+
+
+def batchnorm_eval_mode(bn_mode: str) -> bool:
+    """Whether a generator samples with BatchNorm in eval mode (running statistics; ``"eval"``) or with each batch's
+    statistics (``"train"``), the ``bn_mode`` option of ``configs/inference.json``.
+
+    Raises:
+        ValueError: for another value.
+    """
+    if bn_mode not in BATCHNORM_MODES:
+        raise ValueError(f"bn_mode must be one of {BATCHNORM_MODES}, got {bn_mode!r}")
+    return bn_mode == "eval"

@@ -26,7 +26,7 @@ import torch
 from ctsynth.data.datalist import find_cases
 from ctsynth.data.io import atomic_directory, is_nifti_file, load_volume, require_finite, save_volume, write_json_atomic
 from ctsynth.experiments.splits import PatientSplit, assert_no_test_leak, case_id_of
-from ctsynth.transforms.cubes import ExtractPancreasCubed, ExtractTumorCubed
+from ctsynth.transforms.cubes import CubeRejectedError, ExtractPancreasCubed, ExtractTumorCubed
 from scripts.augmentation import OfflineAugmenter
 
 __all__ = [
@@ -35,19 +35,26 @@ __all__ = [
     "find_labelled_cases",
     "load_cube_datalist",
     "prepare_cubes",
+    "random_abdominal_cube_starts",
     "tumour_strata",
     "write_cubes",
+    "write_random_abdominal_cubes",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def find_labelled_cases(dataset_dir: str | os.PathLike, max_cases: int | None = None) -> list[dict[str, str]]:
+def find_labelled_cases(
+    dataset_dir: str | os.PathLike, max_cases: int | None = None, extra_dirs: Sequence[str | os.PathLike] = ()
+) -> list[dict[str, str]]:
     """The labelled cases of an MSD-style dataset (``dataset.json`` or ``imagesTr/`` + ``labelsTr/``).
 
     Args:
         dataset_dir: dataset folder (or its ``dataset.json``).
-        max_cases: keep only the first N cases (None: all).
+        max_cases: keep only the first N cases of each folder (None: all).
+        extra_dirs: more dataset folders whose cases are appended, e.g. a healthy-only dataset (NIH Pancreas-CT
+            converted to NIfTI in the same layout: pancreas = 1, no tumour label) as the source of healthy pancreas
+            cubes; case ids must be unique across the folders.
 
     Returns:
         ``[{"image": path, "label": path}, ...]`` with absolute paths.
@@ -66,7 +73,14 @@ def find_labelled_cases(dataset_dir: str | os.PathLike, max_cases: int | None = 
             "with pancreas (1) and tumour (2) labels, as MSD Task07 labelsTr/"
         )
     out = [{"image": str(c["image"]), "label": str(c["label"])} for c in cases]
-    return out[: int(max_cases)] if max_cases else out
+    out = out[: int(max_cases)] if max_cases else out
+    for extra in extra_dirs or ():
+        out += find_labelled_cases(extra, max_cases=max_cases)
+    ids = [case_id_of(c) for c in out]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"{dataset_dir} and {list(extra_dirs)}: case ids occur twice: {duplicates[:5]}")
+    return out
 
 
 def tumour_strata(cases: list[Mapping[str, str]], tumor_label: int = 2) -> dict[str, str]:
@@ -234,8 +248,13 @@ def write_cubes(
     label_key: str = "label",
     split: PatientSplit | None = None,
     split_file: str | os.PathLike | None = None,
+    required_kinds: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Cut, augment and write the training cubes of every case; one datalist per cube kind.
+
+    A case without the extractor's target (no tumour, no pancreas) or whose cube is rejected
+    (:class:`~ctsynth.transforms.cubes.CubeRejectedError`, e.g. no tumour-free pancreas box) is skipped for that kind
+    with a warning.
 
     Args:
         cases: ``[{"image": path, "label": path}]``.
@@ -249,12 +268,14 @@ def write_cubes(
         split: the study's patient split; when given, ``cases`` must hold no test patient (they are cubes a
             generator trains on; filter with ``ctsynth.experiments.filter_records(cases, split, "development")``).
         split_file: where ``split`` is recorded; stored (relative) in each datalist so later stages can check.
+        required_kinds: kinds that must yield at least one cube (``None``: every kind). A kind outside it that yields
+            none (e.g. ``tumor`` for a healthy-only dataset) is logged and gets no folder or datalist.
 
     Returns:
-        ``{kind: datalist path}``.
+        ``{kind: datalist path}`` of the kinds with cubes.
 
     Raises:
-        ValueError: when no case yields a cube of some kind (the message lists the kinds and the dataset size), a
+        ValueError: when no case yields a cube of a required kind (the message lists the kinds and the dataset size), a
             case is a test patient of ``split``, or a preprocessed image holds NaN or infinite values (the message
             names its file).
     """
@@ -270,7 +291,11 @@ def write_cubes(
             if not _has_target(extract, data[label_key]):
                 logger.warning("%s: no %s target in %s, skipped", kind, kind, case[label_key])
                 continue
-            cube = extract({image_key: data[image_key], label_key: data[label_key]})
+            try:
+                cube = extract({image_key: data[image_key], label_key: data[label_key]})
+            except CubeRejectedError as e:
+                logger.warning("%s: cube of %s rejected, skipped: %s", kind, case[label_key], e)
+                continue
             image, label = cube[image_key], cube[label_key]
             affine = _affine(image, spacing_mm)
             copies = [("orig", image, label)]
@@ -290,11 +315,17 @@ def write_cubes(
                     }
                 )
         logger.info("case %d/%d (%s) done", index + 1, len(cases), case_id)
+    required = list(entries) if required_kinds is None else [str(k) for k in required_kinds]
     empty = [k for k, v in entries.items() if not v]
-    if empty:
-        raise ValueError(f"no {', '.join(empty)} cube could be cut from the {len(cases)} case(s) given")
+    missing = [k for k in empty if k in required]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} cube could be cut from the {len(cases)} case(s) given")
+    for kind in empty:
+        logger.warning("%s: no cube in the %d case(s) given (healthy-only data?): none written", kind, len(cases))
     written = {}
     for kind, items in entries.items():
+        if not items:
+            continue
         path = out_root / kind / "datalist.json"
         datalist: dict[str, Any] = {"description": f"3DGAUnet {kind} cubes (HU, {spacing_mm} mm)", "cube_kind": kind}
         if split_file is not None:
@@ -303,3 +334,111 @@ def write_cubes(
         written[kind] = path
         logger.info("%s: %d cubes -> %s", kind, len(items), path)
     return written
+
+
+def random_abdominal_cube_starts(
+    image: np.ndarray, n: int, cube_size: int, rng: np.random.Generator, body_hu: float = -500.0
+) -> list[tuple[int, int, int]]:
+    """Starts of ``n`` random ``cube_size``^3 boxes inside the volume whose centre voxel lies in the body.
+
+    The body is the largest connected component of voxels above ``body_hu`` (air and the table's gap excluded).
+    Boxes fit inside the volume on every axis that is at least ``cube_size`` long (others start at 0 and are padded by
+    the caller). Draws are with replacement, uniform over the admissible centres.
+
+    Raises:
+        ValueError: when no body voxel can centre a box.
+    """
+    from monai.transforms.utils import get_largest_connected_component_mask
+
+    body = np.asarray(get_largest_connected_component_mask(image > body_hu, connectivity=1), dtype=bool)
+    half = cube_size // 2
+    admissible = np.zeros_like(body)
+    sl = tuple(slice(half, max(half, s - cube_size + half) + 1) if s >= cube_size else slice(None) for s in image.shape)
+    admissible[sl] = body[sl]
+    centres = np.argwhere(admissible)
+    if centres.size == 0:
+        raise ValueError(f"no body voxel (> {body_hu} HU) can centre a {cube_size}^3 cube in a {image.shape} volume")
+    picks = centres[rng.integers(0, len(centres), size=int(n))]
+    sizes = np.asarray(image.shape)
+    starts = np.where(sizes >= cube_size, picks - half, 0)
+    return [tuple(int(v) for v in s) for s in starts]
+
+
+def write_random_abdominal_cubes(
+    cases: list[Mapping[str, str]],
+    preprocessing: Callable[[dict], dict],
+    output_dir: str | os.PathLike,
+    n: int = 100,
+    cube_size: int = 64,
+    seed: int = 0,
+    body_hu: float = -500.0,
+    image_key: str = "image",
+    split: PatientSplit | None = None,
+    split_file: str | os.PathLike | None = None,
+) -> Path:
+    """The 3DGAUnet paper's negative set: ``n`` random abdominal ``cube_size``^3 cubes (HU, 1 mm), one datalist.
+
+    "100 random abdominal CT images are cropped into 64 x 64 x 64 cubes as a negative sample set, and are used to
+    compare 3D metrics with the blended volumes" (Shi et al. 2023, section 3.3). The cases are shuffled with ``seed``
+    and dealt round-robin (one cube per case when there are at least ``n`` cases); each cube is centred on a random
+    body voxel (:func:`random_abdominal_cube_starts`). Written atomically as
+    ``<output_dir>/images/<case>_neg<k>.nii.gz`` plus ``<output_dir>/datalist.json`` (items carry ``case``); the blends'
+    table uses it as its real reference (``configs/evaluate.json``).
+
+    Args:
+        cases: ``[{"image": path, "label": path}]``; with ``split``, development patients only.
+        preprocessing: the per-case transform of ``configs/prepare_data.json`` (HU, RAS, 1 mm).
+        output_dir: destination folder (replaced as a whole).
+        n: number of cubes (100 in the paper).
+        cube_size: cube edge in voxels (64).
+        seed: seed of the case order and the positions.
+        body_hu: body threshold in HU.
+        image_key: key of the image.
+        split: the study's patient split; a test patient among ``cases`` is an error.
+        split_file: recorded in the datalist (relative), as for the GAN cubes.
+
+    Returns:
+        Path of the written datalist.
+
+    Raises:
+        ValueError: when ``cases`` is empty or holds a test patient, or ``n`` < 1.
+    """
+    if not cases:
+        raise ValueError("no case to cut random abdominal cubes from")
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if split is not None:
+        assert_no_test_leak(cases, split, stage="prepare_data (negative abdominal cubes)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(cases))
+    per_case = [int(np.sum(np.arange(int(n)) % len(cases) == i)) for i in range(len(cases))]
+    items: list[dict[str, Any]] = []
+    with atomic_directory(output_dir) as partial:
+        for rank, index in enumerate(order):
+            if per_case[rank] == 0:
+                continue
+            case = cases[int(index)]
+            data = preprocessing(dict(case))
+            image = torch.as_tensor(data[image_key])
+            hu = np.asarray(image[0], dtype=np.float32)
+            require_finite(hu, case[image_key], "image (after preprocessing)")
+            affine = _affine(image, 1.0)
+            pad = [(0, max(0, cube_size - s)) for s in hu.shape]
+            padded = np.pad(hu, pad, constant_values=-1024.0)
+            case_id = case_id_of(case, image_key=image_key)
+            for k, start in enumerate(random_abdominal_cube_starts(hu, per_case[rank], cube_size, rng, body_hu)):
+                box = tuple(slice(a, a + cube_size) for a in start)
+                cube_affine = affine.copy()
+                cube_affine[:3, 3] = affine[:3, :3] @ np.asarray(start, dtype=np.float64) + affine[:3, 3]
+                rel = Path("images") / f"{case_id}_neg{k}.nii.gz"
+                save_volume(padded[box].astype(np.float32), cube_affine, partial / rel)
+                items.append({"image": str(rel), "case": case_id, "start_voxel": list(start)})
+        datalist: dict[str, Any] = {
+            "description": f"{len(items)} random abdominal {cube_size}^3 cubes (HU, 1 mm): the 3DGAUnet negative set",
+            "seed": int(seed),
+        }
+        if split_file is not None:
+            datalist["split_file"] = os.path.relpath(Path(split_file).resolve(), Path(output_dir).resolve())
+        write_json_atomic({**datalist, "training": items}, partial / "datalist.json")
+    logger.info("negative set: %d random abdominal cubes -> %s", len(items), output_dir)
+    return Path(output_dir) / "datalist.json"

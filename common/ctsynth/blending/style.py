@@ -384,6 +384,7 @@ def blend_style_refined(
     keep_largest: bool = True,
     fill_holes: bool = True,
     device: str | torch.device = "cpu",
+    keep_contrast: bool = True,
 ) -> BlendResult:
     """Blend III: Poisson insertion (Blend II) followed by texture refinement towards the tissue's statistics.
 
@@ -418,6 +419,8 @@ def blend_style_refined(
         keep_largest: keep only the largest connected component of the thresholded mask.
         fill_holes: fill enclosed holes of the thresholded mask.
         device: torch device of ``"features"``.
+        keep_contrast: the Blend II stage keeps the tumour's mean contrast (see
+            :func:`ctsynth.blending.poisson.blend_poisson`).
 
     Returns:
         :class:`BlendResult` (image clipped to [0, 1]; mask as in :func:`~ctsynth.blending.poisson.blend_poisson`).
@@ -433,7 +436,13 @@ def blend_style_refined(
     region = dilate_mask(inputs.mask, dilation)
     tumour = inputs.mask & ~tumor_fringe(inputs.tumor, inputs.mask, fringe_fraction)
     stage1 = solve_poisson_region(
-        inputs.tumor, inputs.tissue, region, tumour, mode=poisson_mode, intensity_weight=intensity_weight
+        inputs.tumor,
+        inputs.tissue,
+        region,
+        tumour,
+        mode=poisson_mode,
+        intensity_weight=intensity_weight,
+        keep_contrast=keep_contrast,
     )
     stage1 = np.clip(stage1, 0.0, 1.0)
     if mode == "statistics":

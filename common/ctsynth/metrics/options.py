@@ -53,6 +53,9 @@ class EvaluationOptions:
         memorisation_max_shift: largest integer shift (voxels, per axis) over which the memorisation NCC is maximised,
             so that shifted copies are found; 0 compares aligned volumes only.
         extractor_kwargs: extractor name -> extra options for ``get_feature_extractor``.
+        f3d_input_scale: factor on the [0, 1] windowed volume fed to the F3D network (and to every metric on its
+            features): 1 (default) or 255 for the 0-255 scale the 3DGAUnet paper's F3D magnitudes fit; an
+            ``extractor_kwargs["f3d"]["input_scale"]`` given explicitly wins.
         exclude_pattern: regex of file stems skipped in image folders (label maps).
         progress: show tqdm progress bars.
 
@@ -81,6 +84,7 @@ class EvaluationOptions:
     ratio_threshold: float = 0.2
     memorisation_max_shift: int = 4
     extractor_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    f3d_input_scale: float = 1.0
     exclude_pattern: str | None = DEFAULT_EXCLUDE_PATTERN
     progress: bool = True
 
@@ -95,6 +99,9 @@ class EvaluationOptions:
         self.feature_weights = dict(self.feature_weights or {})
         self.extractor_kwargs = {k: dict(v) for k, v in (self.extractor_kwargs or {}).items()}
         self.allow_random_weights = bool(self.allow_random_weights)
+        self.f3d_input_scale = float(self.f3d_input_scale)
+        if not self.f3d_input_scale > 0:
+            raise ValueError(f"f3d_input_scale must be positive, got {self.f3d_input_scale}.")
         self.hist_body_mask = bool(self.hist_body_mask)
         self.batch_size, self.seed, self.prdc_k = int(self.batch_size), int(self.seed), int(self.prdc_k)
         self.device = str(self.device)

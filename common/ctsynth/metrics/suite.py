@@ -162,6 +162,8 @@ class EvaluationSuite:
         extractors = {}
         for name in dict.fromkeys(names):
             kw = {"batch_size": opts.batch_size, **opts.extractor_kwargs.get(name, {})}
+            if name == "f3d" and opts.f3d_input_scale != 1.0:
+                kw.setdefault("input_scale", opts.f3d_input_scale)
             if name in PRETRAINED:
                 kw["allow_random_weights"] = opts.allow_random_weights
             extractors[name] = get_feature_extractor(

@@ -40,8 +40,10 @@ def _spacing(img: torch.Tensor) -> np.ndarray:
     return np.ones(3)
 
 
-def best_fill_cube_start(mask: np.ndarray, cube_size: int) -> tuple[tuple[int, ...], int]:
-    """Start of the ``cube_size``^3 box holding the most ``mask`` voxels.
+def best_fill_cube_start(
+    mask: np.ndarray, cube_size: int, forbidden: np.ndarray | None = None
+) -> tuple[tuple[int, ...], int]:
+    """Start of the ``cube_size``^3 box holding the most ``mask`` voxels (and no ``forbidden`` voxel).
 
     The search is limited to boxes inside the volume (where the volume is at least ``cube_size`` long on an axis;
     otherwise boxes covering that whole axis) that touch the mask's bounding box. Ties go to the box whose centre is
@@ -50,9 +52,14 @@ def best_fill_cube_start(mask: np.ndarray, cube_size: int) -> tuple[tuple[int, .
     Args:
         mask: boolean 3D array with at least one True voxel.
         cube_size: cube edge in voxels.
+        forbidden: optional boolean array of the mask's shape; boxes holding any of its voxels are not candidates.
 
     Returns:
         ``(start per axis, number of mask voxels in the box)``.
+
+    Raises:
+        ValueError: when the mask is empty.
+        CubeRejectedError: when every candidate box holding a mask voxel also holds a forbidden voxel.
     """
     coords = np.argwhere(mask)
     if coords.size == 0:
@@ -64,7 +71,16 @@ def best_fill_cube_start(mask: np.ndarray, cube_size: int) -> tuple[tuple[int, .
     # zero-padded copy of the region any candidate box can cover: [smin, smax + cube_size)
     region = crop_array(mask, smin, smax - smin + cube_size, fill=False)
     counts = box_counts(region, (cube_size,) * 3)
+    if forbidden is not None:
+        if forbidden.shape != mask.shape:
+            raise ValueError(f"forbidden shape {forbidden.shape} differs from the mask shape {mask.shape}")
+        blocked = box_counts(crop_array(forbidden, smin, smax - smin + cube_size, fill=False), (cube_size,) * 3) > 0
+        counts = np.where(blocked, -1, counts)
     best = int(counts.max())
+    if best <= 0 and forbidden is not None:
+        raise CubeRejectedError(
+            f"every {cube_size}^3 box holding a mask voxel also holds a forbidden (excluded-label) voxel"
+        )
     ties = np.argwhere(counts == best) + smin
     centroid = coords.mean(0)
     dist = np.linalg.norm(ties + (cube_size - 1) / 2.0 - centroid, axis=1)
@@ -191,8 +207,12 @@ class ExtractPancreasCubed(MapTransform, InvertibleTransform, Randomizable):
     fraction as ``pancreas_fill_fraction`` in the cube's meta, reject cubes below ``min_fill``, and optionally
     replace the non-pancreas voxels of the cube by pancreas-like values (``fill_mode``).
 
-    With ``exclude_labels=(2,)`` (default) tumour voxels, and pancreas voxels within ``exclude_margin_mm`` of them,
-    do not count as pancreas: this gives the healthy (negative) cubes of the classifier from tumour-bearing scans.
+    With ``exclude_labels=(2,)`` (default) tumour voxels, and pancreas voxels within ``exclude_margin_mm`` (default
+    10 mm) of them, do not count as pancreas, and with ``reject_excluded`` (default) no box holding a tumour voxel is
+    chosen (:class:`CubeRejectedError` when every box with pancreas holds one): this gives healthy pancreas cubes
+    (the pancreas GAN's training data, the classifier's negatives) from tumour-bearing scans. The pancreas and tumour
+    labels are disjoint, so a 0 mm margin alone excludes nothing: the cube with the most pancreas then usually holds
+    the tumour too.
 
     Args:
         image_key: key of the image, channel-first (1, x, y, z).
@@ -201,7 +221,9 @@ class ExtractPancreasCubed(MapTransform, InvertibleTransform, Randomizable):
         pancreas_labels: label values counted as pancreas.
         exclude_labels: label values (tumour) excluded, with their margin, from the pancreas.
         exclude_margin_mm: pancreas voxels closer than this (Euclidean, in mm from the affine) to an excluded voxel
-            are excluded too.
+            are excluded too (default 10 mm, the margin of the 3DGAUnet classifier's healthy cubes here).
+        reject_excluded: choose only boxes without any excluded-label voxel; when there is none,
+            :class:`CubeRejectedError` (data-preparation loops skip the case).
         min_fill: minimum fraction of pancreas voxels in the cube; below it :class:`CubeRejectedError` is raised.
         fill_mode: what to do with the cube's non-pancreas voxels: ``"none"`` (keep the real surroundings),
             ``"nearest"`` (copy the nearest pancreas voxel's value) or ``"noise"`` (Gaussian with the mean and SD of
@@ -213,7 +235,8 @@ class ExtractPancreasCubed(MapTransform, InvertibleTransform, Randomizable):
 
     Raises:
         ValueError: when no pancreas voxel is left (the message names the key and file), or shapes differ.
-        CubeRejectedError: when the best fill is below ``min_fill``.
+        CubeRejectedError: when the best fill is below ``min_fill``, or (``reject_excluded``) every box with pancreas
+            holds an excluded voxel.
     """
 
     def __init__(
@@ -223,7 +246,8 @@ class ExtractPancreasCubed(MapTransform, InvertibleTransform, Randomizable):
         cube_size: int = 64,
         pancreas_labels: Sequence[int] = (1,),
         exclude_labels: Sequence[int] = (2,),
-        exclude_margin_mm: float = 0.0,
+        exclude_margin_mm: float = 10.0,
+        reject_excluded: bool = True,
         min_fill: float = 0.0,
         fill_mode: str = "none",
         pad_value: float | None = None,
@@ -243,6 +267,9 @@ class ExtractPancreasCubed(MapTransform, InvertibleTransform, Randomizable):
         self.pancreas_labels = tuple(int(v) for v in pancreas_labels)
         self.exclude_labels = tuple(int(v) for v in exclude_labels)
         self.exclude_margin_mm = float(exclude_margin_mm)
+        if self.exclude_margin_mm < 0:
+            raise ValueError(f"exclude_margin_mm must be >= 0, got {exclude_margin_mm}")
+        self.reject_excluded = bool(reject_excluded)
         self.min_fill = float(min_fill)
         self.fill_mode = fill_mode
         self.pad_value = pad_value
@@ -287,7 +314,14 @@ class ExtractPancreasCubed(MapTransform, InvertibleTransform, Randomizable):
                 f"{lbl_name}: no pancreas voxel (labels {self.pancreas_labels}, excluding labels "
                 f"{self.exclude_labels} with a {self.exclude_margin_mm} mm margin); cannot extract a pancreas cube"
             )
-        start, count = best_fill_cube_start(pancreas, self.cube_size)
+        forbidden = None
+        if self.reject_excluded and self.exclude_labels:
+            forbidden = to_spatial_mask(lbl, self.exclude_labels)
+            forbidden = forbidden if forbidden.any() else None
+        try:
+            start, count = best_fill_cube_start(pancreas, self.cube_size, forbidden=forbidden)
+        except CubeRejectedError as e:
+            raise CubeRejectedError(f"{lbl_name}: {e}; no tumour-free {self.cube_size}^3 pancreas cube") from e
         fill = count / self.cube_size**3
         if fill < self.min_fill:
             raise CubeRejectedError(

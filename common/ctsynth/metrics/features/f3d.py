@@ -182,6 +182,10 @@ class F3DFeatureExtractor:
         batch_size: volumes per forward pass (bounds memory: ~0.4 GB per 64^3 volume at float32).
         device: torch device.
         channels_last: run with ``torch.channels_last_3d`` memory format (faster convolutions on CPU).
+        input_scale: factor applied to the windowed [0, 1] volume before the network (``from_windowed``): 1 (default)
+            feeds [0, 1]; 255 feeds 0-255 grey values, the scale the 3DGAUnet paper's Table 2 F3D magnitudes fit (the
+            untrained network is piecewise linear with BatchNorm at its initial statistics, so the Frechet distance
+            grows with the square of the scale: about 65,000 times larger at 255).
 
     The features are deterministic: the same bytes in every process on a given machine, torch build and thread count;
     the weights are the same bytes everywhere.
@@ -199,7 +203,11 @@ class F3DFeatureExtractor:
         batch_size: int = 4,
         device: str | torch.device = "cpu",
         channels_last: bool = True,
+        input_scale: float = 1.0,
     ) -> None:
+        if not float(input_scale) > 0:
+            raise ValueError(f"input_scale must be positive, got {input_scale!r}.")
+        self.input_scale = float(input_scale)
         if layer not in ("dense", "gap"):
             raise ValueError(f"layer must be 'dense' or 'gap', got {layer!r}.")
         if resize_to is not None and resize_to != "auto" and (not isinstance(resize_to, int) or resize_to < 1):
@@ -212,12 +220,19 @@ class F3DFeatureExtractor:
         self.dim = F3D_FEATURE_DIM if layer == "dense" else F3D_FILTERS[-1]
         self.note: str | None = None
 
-    input_convention = "[0, 1] (HU window scaled)"
     untrained_by_definition = True  # F3D is defined on a seeded, never-trained network (3DGAUnet Sec. 2.4)
 
+    @property
+    def input_convention(self) -> str:
+        """What the network is fed, recorded in the suite's report."""
+        if self.input_scale == 1.0:
+            return "[0, 1] (HU window scaled)"
+        return f"[0, {self.input_scale:g}] (HU window scaled, times input_scale {self.input_scale:g})"
+
     def from_windowed(self, windowed: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
-        """F3D takes the windowed volume in [0, 1] as it is (``window`` unused)."""
-        return windowed
+        """F3D takes the windowed volume in [0, 1] times ``input_scale`` (1 by default; ``window`` unused)."""
+        scale = getattr(self, "input_scale", 1.0)  # also callable unbound, as the other extractors' converters
+        return windowed if scale == 1.0 else windowed * scale
 
     def _target_size(self, spatial: tuple[int, ...]) -> tuple[int, ...] | None:
         if self.resize_to == "auto":
@@ -267,4 +282,5 @@ class F3DFeatureExtractor:
             seed=self.seed,
             init=self.init,
             layer=self.layer,
+            input_scale=self.input_scale,
         )
