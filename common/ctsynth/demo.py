@@ -72,7 +72,8 @@ def run_bundle_command(bundle: str, args: list[str], log_file: Path) -> float:
         RuntimeError: when the command fails; the message points at its log file.
     """
     cmd = [sys.executable, "-m", *args]
-    env = dict(os.environ, PYTHONPATH=str(BUNDLES_DIR / bundle))
+    # the bundle (its `scripts`) and this checkout's ctsynth, whichever ctsynth the environment has installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLES_DIR / bundle), str(REPO_ROOT / "common")]))
     t0 = time.perf_counter()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as fh:
