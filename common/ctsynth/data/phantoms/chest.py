@@ -230,11 +230,12 @@ def _insert_nodules(
             continue
         r_u = radius_mm / frame.unit_mm
         cu = frame.to_units(c)
-        blob = ellipsoid(frame, cu, (r_u, r_u, r_u), None, SmoothField.random(rng, 6, 1.5 * r_u, 0.1))
+        wob = SmoothField.random(rng, 6, 1.5 * r_u, 0.1)
+        blob = ellipsoid(frame, cu, (r_u, r_u, r_u), None, wob)
         if blob is None:
             continue
         sl, f = blob
-        ball = ellipsoid(frame, cu, (r_u,) * 3)
+        ball = ellipsoid(frame, cu, (r_u,) * 3, level=1.0 + wob.bound)  # same box as the blob
         tissue[sl][(f <= 1.0) & (ball[1] <= NODULE_MAX_EXTENT**2)] = T["nodule"]
         centres.append(c)
         placed.append({"centre_vox": [float(x) for x in c], "radius_mm": float(radius_mm)})
