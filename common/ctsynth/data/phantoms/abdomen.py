@@ -675,12 +675,12 @@ def _paint(frame: BodyFrame, plan: Plan, lesion: dict | None, table: bool) -> np
         _put(tissue, tube(frame, smooth_curve(pts, 4 * len(pts)), np.full(4 * len(pts), r)), T["portal_vein"], abd)
 
     # --- pancreas: lobulated gland with interlobular fat (more with age) and the main duct
-    vessels = np.isin(tissue, (T["portal_vein"], T["aorta"], T["ivc"]))
     pan = builders["pancreas"][0](frame, s_p)
     if pan is not None:
         sl, f = pan
         U, V, W = frame.grids(sl)
-        gland = (f + 0.08 * plan.wob_lobules(U, V, W) <= 1.0) & ~vessels[sl]
+        vessels = np.isin(tissue[sl], (T["portal_vein"], T["aorta"], T["ivc"]))
+        gland = (f + 0.08 * plan.wob_lobules(U, V, W) <= 1.0) & ~vessels
         sub = tissue[sl]
         sub[gland] = T["pancreas"]
         fat_level = _fat_threshold(plan.patient.pancreas_fat)

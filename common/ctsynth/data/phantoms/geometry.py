@@ -274,7 +274,7 @@ def tube(
         return None
     field = np.full(tuple(s.stop - s.start for s in sl), np.inf, dtype=np.float32)
     for a, b, ra, rb in zip(p[:-1], p[1:], rad[:-1], rad[1:], strict=True):
-        seg = _capsule(frame, a, b, ra, rb, st)
+        seg = capsule(frame, a, b, ra, rb, st)
         if seg is None:
             continue
         ssl, f = seg
@@ -292,7 +292,7 @@ def tube(
     return sl, field
 
 
-def _capsule(
+def capsule(
     frame: BodyFrame, a: np.ndarray, b: np.ndarray, ra: float, rb: float, stretch: np.ndarray
 ) -> tuple[Slices, np.ndarray] | None:
     """Distance-over-radius field of one tapered capsule from ``a`` to ``b`` (in coordinates divided by stretch)."""

@@ -18,6 +18,9 @@ together with its source; the short source tags in the comments below are:
   conspicuous (tumour-to-pancreas difference about 50-70 HU), liver only partly enhanced (~70-80 HU), arteries
   250-300 HU, portal vein ~150 HU (Lu et al., AJR 1996;167:1181-1187; Tamm et al., AJR 2012;199:1125-1131 on
   biphasic pancreatic CT).
+- ``[GGN]`` ground-glass nodules: hazy increased attenuation through which vessels stay visible; pure
+  ground-glass nodules measure about -600 HU on average (a choice inside the -750..-300 HU span reported for them;
+  not verified against a specific paper).
 - ``[CHOICE]`` a value picked for a plausible look where no reference fixes it (documented as a choice).
 
 Texture SDs (organ heterogeneity, added on top of scanner noise) are ``[CHOICE]`` values tuned so that the total
@@ -31,7 +34,9 @@ from dataclasses import dataclass
 from ctsynth.data.labels import ABDOMEN_LABELS as A
 from ctsynth.data.labels import CHEST_LABELS as C
 
-PHASES = ("portal_venous", "non_contrast", "pancreatic")
+#: Contrast phases. "pancreatic" is the late arterial phase of pancreatic CT; "arterial" is the same table used for a
+#: CT angiography (bright arteries, as the real chest crop in shared/data/real-ct-chest).
+PHASES = ("portal_venous", "non_contrast", "pancreatic", "arterial")
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class Tissue:
         pv: mean HU in the portal-venous phase.
         nc: mean HU without contrast.
         sd: texture standard deviation in HU (spatially correlated organ heterogeneity).
-        pp: mean HU in the pancreatic (late arterial) phase; None means the portal-venous value.
+        pp: mean HU in the pancreatic (late arterial) and arterial phases; None means the portal-venous value.
     """
 
     name: str
@@ -55,10 +60,10 @@ class Tissue:
     pp: float | None = None
 
     def mean(self, phase: str) -> float:
-        """Mean HU for ``phase`` ("portal_venous", "non_contrast" or "pancreatic")."""
+        """Mean HU for ``phase`` ("portal_venous", "non_contrast", "pancreatic" or "arterial")."""
         if phase == "non_contrast":
             return self.nc
-        if phase == "pancreatic" and self.pp is not None:
+        if phase in ("pancreatic", "arterial") and self.pp is not None:
             return self.pp
         return self.pv
 
@@ -108,10 +113,10 @@ CHEST_TISSUES: tuple[Tissue, ...] = (
     Tissue("skin", C["fat"], 40.0, 40.0, 6.0),  # [CHOICE]
     Tissue("muscle", C["muscle"], 55.0, 50.0, 8.0),  # [PV] 40-60, [NC] 50
     Tissue("mediastinum", C["mediastinum"], -60.0, -60.0, 25.0),  # [CHOICE] fat with vessels and nodes
-    Tissue("great_vessel", C["mediastinum"], 170.0, 42.0, 6.0),  # [PV] aorta / [NC] blood
-    Tissue("heart", C["heart"], 140.0, 42.0, 10.0),  # [CHOICE] PV chambers+myocardium / [NC] blood
+    Tissue("great_vessel", C["mediastinum"], 170.0, 42.0, 6.0, pp=300.0),  # [PV] aorta / [NC] blood / [PP]
+    Tissue("heart", C["heart"], 110.0, 45.0, 8.0, pp=130.0),  # [CHOICE] myocardium: enhancing muscle / [NC] muscle
     Tissue("lung", C["lung"], -830.0, -830.0, 25.0),  # [PV] lung -850..-700 (parenchyma without vessels)
-    Tissue("lung_vessel", C["vessel"], 120.0, 40.0, 10.0),  # [CHOICE] pulmonary vessels / [NC] blood
+    Tissue("lung_vessel", C["vessel"], 120.0, 40.0, 10.0, pp=280.0),  # [CHOICE] pulmonary vessels / [NC] blood / [PP]
     Tissue("airway_wall", C["airway"], 0.0, 0.0, 15.0),  # [CHOICE] cartilage+mucosa, partial volume with air
     Tissue("airway_lumen", C["airway"], -1000.0, -1000.0, 5.0),  # air
     Tissue("rib_cortex", C["rib"], 650.0, 650.0, 60.0),  # [CHOICE] cortical bone, thin
@@ -122,6 +127,8 @@ CHEST_TISSUES: tuple[Tissue, ...] = (
     Tissue("spinal_canal", C["spine"], 20.0, 20.0, 6.0),  # [CHOICE]
     Tissue("subdiaphragm", C["muscle"], 105.0, 55.0, 10.0),  # [CHOICE] liver/spleen domes; no chest label, so muscle
     Tissue("nodule", C["nodule"], 35.0, 35.0, 12.0),  # [CHOICE] solid nodule, soft tissue (unenhanced 20-50)
+    Tissue("nodule_ggo", C["nodule"], -600.0, -600.0, 40.0),  # [GGN] ground-glass component
+    Tissue("heart_chamber", C["heart"], 170.0, 40.0, 6.0, pp=300.0),  # [PV] blood pool as aorta, [NC] blood
 )
 
 
