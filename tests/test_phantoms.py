@@ -11,12 +11,12 @@ from scipy import ndimage
 from ctsynth.data.io import load_volume, spacing_from_affine
 from ctsynth.data.labels import ABDOMEN_LABELS, CHEST_LABELS, to_msd_pancreas
 from ctsynth.data.phantoms import make_abdomen_phantom, make_chest_phantom, write_phantom_dataset
-from ctsynth.data.phantoms.anatomy import branching_tree
+from ctsynth.data.phantoms.anatomy import branching_tree, paint_tree
 from ctsynth.data.phantoms.calibration import lung_dense_fraction
 from ctsynth.data.phantoms.dataset import has_tumor
-from ctsynth.data.phantoms.geometry import BodyFrame, SmoothField, ellipsoid, smooth_curve, tube
+from ctsynth.data.phantoms.geometry import BodyFrame, SmoothField, ellipsoid, rotation, smooth_curve, tube
 from ctsynth.data.phantoms.nodules import nodule_site
-from ctsynth.data.phantoms.render import _upsample2, correlated_noise, render
+from ctsynth.data.phantoms.render import KernelNoise, _upsample2, correlated_noise, partial_volume_blur, render
 from ctsynth.data.phantoms.tissues import ABDOMEN_TISSUES
 from ctsynth.data.phantoms.volume import ball_fits
 
@@ -89,6 +89,61 @@ def test_ellipsoid_volume_matches_analytic():
     sl, field = ellipsoid(f, (0.0, 0.0, 0.0), (r, 0.5 * r, r))
     n = int((field <= 1).sum())
     assert n == pytest.approx(4 / 3 * np.pi * 20 * 10 * 20, rel=0.03)
+
+
+def test_rotated_wobbly_ellipsoid_box_holds_the_whole_shape(rng):
+    """The tight box of a rotated ellipsoid with a wobble loses nothing against a full-grid evaluation."""
+    f = BodyFrame((72, 72, 72), (1.0, 1.0, 1.0))
+    rot = rotation((0.4, -0.7, 1.1))
+    wob = SmoothField.random(rng, 6, 15.0, 0.15)
+    sl, field = ellipsoid(f, (3.0, -2.0, 1.0), (25.0, 12.0, 8.0), rot, wob)
+    U, V, W = f.grids(tuple(slice(0, n) for n in f.shape))
+    d = np.stack(np.broadcast_arrays(U - 3.0, V + 2.0, W - 1.0), -1) @ rot  # coordinates along the ellipsoid's axes
+    full = ((d / (25.0, 12.0, 8.0)) ** 2).sum(-1) + wob(U - 3.0, V + 2.0, W - 1.0) <= 1.0
+    assert int((field <= 1).sum()) == int(full.sum()) > 0
+    assert full[sl].sum() == full.sum()
+
+
+def test_partial_volume_blur_is_the_gaussian(rng):
+    img = rng.normal(size=(20, 17, 15)).astype(np.float32) * 100
+    expected = ndimage.gaussian_filter(img, 0.6, mode="nearest", truncate=2.0)  # radius 1: three taps
+    np.testing.assert_allclose(partial_volume_blur(img.copy()), expected, atol=1e-3)
+
+
+def test_spectral_kernel_noise_equals_circular_convolution(rng):
+    """Filtering in the Fourier domain with KernelNoise.transfer equals the per-axis wrapped convolutions."""
+    model = KernelNoise()
+    shape, spacing = (24, 20, 18), (0.8, 0.8, 1.2)
+    white = rng.normal(size=shape)
+    direct = 0
+    for per_axis in model.kernels(spacing):
+        x = white
+        for axis, k in enumerate(per_axis):
+            x = ndimage.correlate1d(x, k, axis=axis, mode="wrap")
+        direct = direct + x
+    plane, hz = model.transfer(shape, spacing)
+    spectral = np.fft.irfftn(np.fft.rfftn(white) * plane[:, :, None] * hz[None, None, :], s=shape)
+    np.testing.assert_allclose(spectral, direct, atol=1e-9)
+
+
+def test_smooth_field_on_full_grids_equals_open_grids(rng):
+    sf = SmoothField.random(rng, 7, 20.0, 1.0)
+    U, V, W = rng.normal(size=(6, 1, 1)) * 9, rng.normal(size=(1, 5, 1)) * 9, rng.normal(size=(1, 1, 4)) * 9
+    full = [np.broadcast_to(a, (6, 5, 4)).copy() for a in (U, V, W)]
+    np.testing.assert_allclose(sf(*full), sf(U, V, W), atol=1e-4)
+
+
+def test_thin_tree_segments_splat_like_capsules():
+    """Thin segments are painted by splatting points; the result matches the capsule rasterisation."""
+    f = BodyFrame((40, 40, 40), (1.0, 1.0, 1.0))
+    segs = [(np.array([-12.0, -5.0, -9.0]), np.array([10.0, 6.0, 12.0]), 1.6, 1.2)]
+    splat = np.zeros(f.shape, np.uint8)
+    paint_tree(f, splat, segs, 1, np.ones(f.shape, bool))
+    sl, field = tube(f, np.stack([segs[0][0], segs[0][1]]), np.array([1.6, 1.2]))
+    caps = np.zeros(f.shape, bool)
+    caps[sl] = field <= 1.0
+    m = splat == 1
+    assert 2 * (m & caps).sum() / (m.sum() + caps.sum()) > 0.95
 
 
 def test_tube_volume_matches_capsule():

@@ -15,8 +15,6 @@ from ctsynth.data.phantoms.tissues import Tissue
 PARTIAL_VOLUME_SIGMA = 0.6
 #: Correlation length (mm) of the organ texture field.
 TEXTURE_CORRELATION_MM = 2.5
-#: Kept for the chest generator: default SD (HU) of its scanner noise.
-DEFAULT_NOISE_SD = 10.0
 
 
 @dataclass(frozen=True)
