@@ -41,8 +41,8 @@ REAL_MASKS = {
     "gallbladder": ["gallbladder"],
     "vertebra": ["vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4", "vertebrae_L5"],
 }
-#: Chest phantom grid centre (mm) matching the real crop around the heart.
-CHEST_CENTRE_MM = (0.0, 0.0, -20.0)
+#: Chest phantom grid centre: the seed's heart, as the real crop is cropped around the heart.
+CHEST_CENTRE = "heart"
 
 
 def load_ras(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +122,7 @@ def chest_tables(shared: Path) -> tuple[list[str], np.ndarray, object]:
     ct, aff = load_ras(shared / "data" / "real-ct-chest" / "ct.nii.gz")
     sp = tuple(float(s) for s in np.abs(np.diag(aff)[:3]))
     phantoms = [
-        make_chest_phantom(ct.shape, sp, seed=s, nodules=0, phase="arterial", centre_mm=CHEST_CENTRE_MM)
-        for s in range(4)
+        make_chest_phantom(ct.shape, sp, seed=s, nodules=0, phase="arterial", centre_mm=CHEST_CENTRE) for s in range(4)
     ]
     real_frac = lung_dense_fraction(ct, sp)
     fracs = np.array([lung_dense_fraction(p.image, sp) for p in phantoms])

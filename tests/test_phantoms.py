@@ -632,7 +632,7 @@ def test_chest_lung_vessel_density_matches_real(real_chest_dir):
     sp = spacing_from_affine(aff)
     real = lung_dense_fraction(ct, sp)
     assert 0.04 <= real <= 0.08, real  # the README's "about 6 %"
-    vol = make_chest_phantom(ct.shape, sp, seed=0, nodules=0, phase="arterial", centre_mm=(0.0, 0.0, -20.0))
+    vol = make_chest_phantom(ct.shape, sp, seed=0, nodules=0, phase="arterial", centre_mm="heart")  # crop as real
     phantom = lung_dense_fraction(vol.image, sp)
     assert phantom == pytest.approx(real, rel=0.3), (phantom, real)
 
@@ -654,6 +654,7 @@ def test_chest_hu(chest):
         ({"nodule_types": {"solid": 0.5}}, "nodule_types must be non-negative fractions summing to 1"),
         ({"nodule_sites": {"pleural": 1.0}}, "nodule_sites: unknown name"),
         ({"dose": 0}, "dose must be a positive number"),
+        ({"centre_mm": "lung"}, 'centre_mm must be "heart" or three numbers'),
         ({"shape": (8, 8, 8, 8)}, "shape must be 3 positive integers"),
     ],
 )

@@ -11,6 +11,7 @@ trees from the hila, and solid nodules placed strictly inside the lung fields.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,7 +30,8 @@ NODULE_NAMES = {"background": 0, "nodule": NODULE_LABEL}
 CHEST_UNIT_MM = 165.0
 #: Scanner noise: the abdominal calibration (docs/phantoms.md, "Calibration"); the chest's own figures are there too.
 NOISE_MODEL = KernelNoise()
-#: Pulmonary vessel trees per lung: unit root directions (lateral component positive, flipped for the left lung).
+#: Pulmonary vessel trees per lung: root directions (lateral component positive, flipped for the left lung); the
+#: large lower lobes get more of them.
 VESSEL_ROOTS = (
     (0.3, 0.1, 1.0),
     (0.5, 0.5, 0.6),
@@ -40,15 +42,18 @@ VESSEL_ROOTS = (
     (0.5, 0.5, -0.8),
     (0.5, -0.6, -0.8),
     (0.9, 0.0, -0.5),
+    (0.3, -0.3, -1.0),
+    (0.7, 0.3, -0.7),
+    (0.2, 0.6, -0.8),
 )
 #: Root radius, root length (anatomy units) and maximum generation of the vessel trees, calibrated so that the
 #: fraction of lung-field voxels above -500 HU matches the real chest CT (docs/phantoms.md, "Calibration").
 VESSEL_ROOT_RADIUS = 0.05
-VESSEL_ROOT_LENGTH = 0.16
+VESSEL_ROOT_LENGTH = 0.21
 VESSEL_DEPTH = 8
 #: Curvature of the diaphragm domes (anatomy units^-1) left-right and antero-posterior: the central tendon lies
-#: about 25 mm below the dome apices, the posterior costophrenic recesses deeper.
-DOME_CURVATURE = (1.0, 1.3)
+#: 15-25 mm below the dome apices, the posterior costophrenic recesses deeper.
+DOME_CURVATURE = (0.7, 1.3)
 
 
 def make_chest_phantom(
@@ -59,7 +64,7 @@ def make_chest_phantom(
     nodule_radius_mm: float = 4.0,
     noise_sd: float | None = None,
     phase: str = "non_contrast",
-    centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    centre_mm: tuple[float, float, float] | str = (0.0, 0.0, 0.0),
     nodule_types: Mapping[str, float] | None = None,
     nodule_sites: Mapping[str, float] | None = None,
     dose: float = 1.0,
@@ -75,8 +80,9 @@ def make_chest_phantom(
         noise_sd: SD in HU of the scanner noise; None for the calibrated kernel-noise model at this spacing and
             ``dose``; 0 for none.
         phase: "non_contrast" (default, as in lung screening CT), "portal_venous" or "pancreatic" (arterial).
-        centre_mm: patient point (mm) at the grid centre; the chest is a fixed-size adult thorax (about 300 mm
-            wide) that the grid samples, so a small field of view is a crop of it.
+        centre_mm: patient point (mm) at the grid centre, or "heart" for the centre of the seed's ventricles; the
+            chest is a fixed-size adult thorax (about 300 mm wide) that the grid samples, so a small field of view
+            is a crop of it.
         nodule_types: fractions of "solid", "part_solid" and "ground_glass" nodules (default 0.6 / 0.2 / 0.2).
         nodule_sites: fractions of "isolated", "juxta_pleural" and "juxta_vascular" nodules (default
             0.5 / 0.3 / 0.2); each nodule's type and site are drawn from these.
@@ -88,7 +94,7 @@ def make_chest_phantom(
         sites.
 
     Raises:
-        ValueError: for a bad shape, spacing, seed, phase, noise level, dose, nodule count or fractions, or a
+        ValueError: for a bad shape, spacing, seed, phase, noise level, dose, centre, nodule count or fractions, or a
             nodule that cannot be placed at its site inside the lungs.
     """
     shape = check_shape(shape)
@@ -104,9 +110,11 @@ def make_chest_phantom(
         raise ValueError(f"nodule_radius_mm must be > 0, got {nodule_radius_mm!r}")
     types = check_fractions(nodule_types, NODULE_TYPES, "nodule_types")
     sites = check_fractions(nodule_sites, NODULE_SITES, "nodule_sites")
-    rng_anat, rng_lesion, rng_noise = seed_streams(seed, 3)
-    frame = BodyFrame(shape, spacing, tuple(float(c) for c in centre_mm), CHEST_UNIT_MM)
-    tissue, lung_field = _paint_anatomy(frame, rng_anat)
+    rng_anat, rng_lesion, rng_noise, rng_thorax = seed_streams(seed, 4)
+    thorax = ThoraxPlan.random(rng_thorax)
+    centre = _grid_centre(centre_mm, thorax)
+    frame = BodyFrame(shape, spacing, centre, CHEST_UNIT_MM)
+    tissue, lung_field = _paint_anatomy(frame, rng_anat, thorax)
     placed = place_nodules(
         frame, tissue, lung_field, T, rng_lesion, int(nodules), float(nodule_radius_mm), types, sites
     )
@@ -120,6 +128,8 @@ def make_chest_phantom(
         "noise_sd": sd,
         "dose": float(dose),
         "unit_mm": frame.unit_mm,
+        "centre_mm": [float(c) for c in centre],
+        "heart_centre_mm": [float(c) for c in thorax.heart_centre * CHEST_UNIT_MM],
         "nodule_types": types,
         "nodule_sites": sites,
         "nodules": placed,
@@ -135,7 +145,26 @@ def make_chest_phantom(
     )
 
 
-def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _grid_centre(centre: tuple[float, float, float] | str, thorax: ThoraxPlan) -> tuple[float, float, float]:
+    """Resolve the ``centre_mm`` argument to a patient point (mm).
+
+    Raises:
+        ValueError: for anything but "heart" or three finite numbers.
+    """
+    if isinstance(centre, str):
+        if centre != "heart":
+            raise ValueError(f'centre_mm must be "heart" or three numbers (mm), got {centre!r}')
+        return tuple(float(c) for c in thorax.heart_centre * CHEST_UNIT_MM)  # type: ignore[return-value]
+    try:
+        vals = tuple(float(x) for x in centre)
+    except (TypeError, ValueError):
+        raise ValueError(f'centre_mm must be "heart" or three numbers (mm), got {centre!r}') from None
+    if len(vals) != 3 or not all(np.isfinite(vals)):
+        raise ValueError(f'centre_mm must be "heart" or three numbers (mm), got {centre!r}')
+    return vals  # type: ignore[return-value]
+
+
+def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator, thorax: ThoraxPlan) -> tuple[np.ndarray, np.ndarray]:
     """Paint the chest; returns the tissue map and the lung-field mask (lungs with their vessels and airways)."""
     tissue = np.zeros(frame.shape, dtype=np.uint8)
     u, v, w = frame.axes
@@ -181,9 +210,7 @@ def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarr
     #     the costophrenic recesses are where the domes fall away laterally and posteriorly
     U2, V2 = u[:, None], v[None, :]
     apex = 0.85 + rng.uniform(-0.05, 0.05) - 2.5 * (np.abs(U2) - 0.38) ** 2 - 1.5 * (V2 + 0.05) ** 2
-    z_right = -0.45 + rng.uniform(-0.06, 0.06)
-    z_left = z_right - rng.uniform(0.04, 0.12)
-    dome = _dome_at(z_right, z_left, U2, V2)
+    dome = thorax.dome(U2, V2)
     W3 = w[None, None, :]
     tissue[cavity & (W3 < apex[:, :, None])] = T["lung"]
     tissue[cavity & (W3 >= apex[:, :, None])] = T["fat"]  # above the apices: fat of the thoracic inlet
@@ -191,7 +218,7 @@ def _paint_anatomy(frame: BodyFrame, rng: np.random.Generator) -> tuple[np.ndarr
     med = ((u[:, None, None] - med_c[0]) / 0.17) ** 2 + ((v[None, :, None] - med_c[1]) / 0.55) ** 2 <= 1.0
     tissue[med & cavity] = T["mediastinum"]
     paint(tissue, ellipsoid(frame, (0.0, -0.36, 0.0), (0.18, 0.15, top)), T["mediastinum"], where=cavity)
-    _paint_heart(frame, tissue, rng, cavity, lambda uu, vv: _dome_at(z_right, z_left, uu, vv))
+    _paint_heart(frame, tissue, thorax, cavity)
     tissue[cavity & (W3 < dome[:, :, None])] = T["subdiaphragm"]  # liver and spleen domes, stomach
     lung = (tissue == T["lung"]) & cavity
 
@@ -249,28 +276,60 @@ def _dome_at(z_right: float, z_left: float, u: np.ndarray | float, v: np.ndarray
     )
 
 
-def _paint_heart(frame: BodyFrame, tissue: np.ndarray, rng: np.random.Generator, cavity: np.ndarray, dome) -> None:
-    """Paint the heart: ventricles with the apex pointing left, anterior and down, atria behind and above.
+@dataclass(frozen=True)
+class ThoraxPlan:
+    """Diaphragm domes and heart of one seed, drawn from their own stream before any grid exists (anatomy units).
 
     The ventricular mass is an ellipsoid of about 120 x 90 x 80 mm whose long axis runs from the base (right,
     posterior, superior) to the apex (left, anterior, inferior), about 45 degrees from the sagittal plane; its
     lowest point rests on the central tendon and left dome of the diaphragm. The atria form a smaller ellipsoid
-    behind and above the ventricles. Inside both, the blood pool (``heart_chamber``) is surrounded by a myocardial
-    wall of about 10 mm (ventricles) and 4 mm (atria).
+    behind and above the ventricles.
+
+    Args:
+        z_right: apex height of the right diaphragm dome.
+        z_left: apex height of the left dome (lower).
+        heart_rot: columns are the ventricles' long axis and two short axes.
+        heart_centre: centre of the ventricles.
+        heart_radii: semi-axes of the ventricles.
+        atria_centre: centre of the atria.
+        atria_radii: semi-axes of the atria.
     """
-    axis = np.array([-0.62 + rng.normal(0, 0.05), 0.55 + rng.normal(0, 0.05), -0.5 + rng.normal(0, 0.05)])
-    axis /= np.linalg.norm(axis)
-    side = np.cross(axis, (0.0, 0.0, 1.0))
-    side /= np.linalg.norm(side)
-    rot = np.stack([axis, side, np.cross(axis, side)], axis=1)  # columns: long axis, two short axes
-    size = rng.uniform(0.92, 1.08)
-    radii = np.array([0.36, 0.27, 0.24]) * size
-    cu, cv = -0.12 + rng.normal(0, 0.02), 0.1 + rng.normal(0, 0.02)
-    low = float(np.sqrt(((rot * radii[None, :]) ** 2).sum(axis=1))[2])  # half-height of the ventricles
-    centre = np.array([cu, cv, float(dome(cu, cv)) + low - 0.04])
-    atria_c = centre + rot @ np.array([-0.3, 0.0, 0.0]) * size + np.array([0.05, -0.08, 0.06])
-    atria_r = np.array([0.17, 0.24, 0.15]) * size
-    wall = 10.0 / frame.unit_mm
-    for c, r, t in ((atria_c, atria_r, 4.0 / frame.unit_mm), (centre, radii, wall)):
-        paint(tissue, ellipsoid(frame, c, r, rot), T["heart"], where=cavity)
-        paint(tissue, ellipsoid(frame, c, np.maximum(r - t, 1e-3), rot), T["heart_chamber"], where=cavity)
+
+    z_right: float
+    z_left: float
+    heart_rot: np.ndarray
+    heart_centre: np.ndarray
+    heart_radii: np.ndarray
+    atria_centre: np.ndarray
+    atria_radii: np.ndarray
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> ThoraxPlan:
+        """Draw the domes (right 1-2 cm higher) and a heart resting on them."""
+        z_right = -0.45 + rng.uniform(-0.06, 0.06)
+        z_left = z_right - rng.uniform(0.03, 0.09)
+        axis = np.array([-0.62 + rng.normal(0, 0.05), 0.55 + rng.normal(0, 0.05), -0.5 + rng.normal(0, 0.05)])
+        axis /= np.linalg.norm(axis)
+        side = np.cross(axis, (0.0, 0.0, 1.0))
+        side /= np.linalg.norm(side)
+        rot = np.stack([axis, side, np.cross(axis, side)], axis=1)
+        size = rng.uniform(0.92, 1.08)
+        radii = np.array([0.36, 0.27, 0.24]) * size
+        cu, cv = -0.12 + rng.normal(0, 0.02), 0.1 + rng.normal(0, 0.02)
+        low = float(np.sqrt(((rot * radii[None, :]) ** 2).sum(axis=1))[2])  # half-height of the ventricles
+        centre = np.array([cu, cv, float(_dome_at(z_right, z_left, cu, cv)) + low - 0.01])
+        atria_c = centre + rot @ np.array([-0.3, 0.0, 0.0]) * size + np.array([0.05, -0.08, 0.06])
+        return cls(z_right, z_left, rot, centre, radii, atria_c, np.array([0.17, 0.24, 0.15]) * size)
+
+    def dome(self, u: np.ndarray | float, v: np.ndarray | float) -> np.ndarray:
+        """Height of the diaphragm under ``(u, v)``."""
+        return _dome_at(self.z_right, self.z_left, u, v)
+
+
+def _paint_heart(frame: BodyFrame, tissue: np.ndarray, plan: ThoraxPlan, cavity: np.ndarray) -> None:
+    """Paint the heart of ``plan``: blood pool (``heart_chamber``) inside a myocardial wall of about 10 mm
+    (ventricles) and 4 mm (atria)."""
+    for c, r, t in ((plan.atria_centre, plan.atria_radii, 4.0), (plan.heart_centre, plan.heart_radii, 10.0)):
+        paint(tissue, ellipsoid(frame, c, r, plan.heart_rot), T["heart"], where=cavity)
+        inner = np.maximum(r - t / frame.unit_mm, 1e-3)
+        paint(tissue, ellipsoid(frame, c, inner, plan.heart_rot), T["heart_chamber"], where=cavity)
