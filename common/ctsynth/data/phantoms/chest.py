@@ -18,7 +18,14 @@ import numpy as np
 from ctsynth.data.labels import CHEST_LABELS, NODULE_LABEL
 from ctsynth.data.phantoms.anatomy import BodyShape, SpineShape, branching_tree, paint_spine, paint_tree
 from ctsynth.data.phantoms.geometry import BodyFrame, ellipsoid, paint, tube
-from ctsynth.data.phantoms.nodules import NODULE_SITES, NODULE_TYPES, check_fractions, place_nodules
+from ctsynth.data.phantoms.nodules import (
+    DEFAULT_SITES,
+    DEFAULT_TYPES,
+    NODULE_SITES,
+    NODULE_TYPES,
+    check_fractions,
+    place_nodules,
+)
 from ctsynth.data.phantoms.render import KernelNoise, render
 from ctsynth.data.phantoms.tissues import CHEST_TISSUES, tissue_ids
 from ctsynth.data.phantoms.volume import PhantomVolume, check_phase, check_shape, check_spacing, seed_streams
@@ -108,8 +115,8 @@ def make_chest_phantom(
         raise ValueError(f"nodules must be a non-negative integer, got {nodules!r}")
     if nodules and not (np.isfinite(nodule_radius_mm) and nodule_radius_mm > 0):
         raise ValueError(f"nodule_radius_mm must be > 0, got {nodule_radius_mm!r}")
-    types = check_fractions(nodule_types, NODULE_TYPES, "nodule_types")
-    sites = check_fractions(nodule_sites, NODULE_SITES, "nodule_sites")
+    types = check_fractions(nodule_types, NODULE_TYPES, "nodule_types", DEFAULT_TYPES)
+    sites = check_fractions(nodule_sites, NODULE_SITES, "nodule_sites", DEFAULT_SITES)
     rng_anat, rng_lesion, rng_noise, rng_thorax = seed_streams(seed, 4)
     thorax = ThoraxPlan.random(rng_thorax)
     centre = _grid_centre(centre_mm, thorax)

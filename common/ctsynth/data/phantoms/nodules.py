@@ -34,14 +34,25 @@ PART_SOLID_CORE = 0.5
 _TRIES_PER_NODULE = 600
 
 
-def check_fractions(fractions: Mapping[str, float] | None, allowed: tuple[str, ...], what: str) -> dict[str, float]:
+def check_fractions(
+    fractions: Mapping[str, float] | None, allowed: tuple[str, ...], what: str, default: Mapping[str, float]
+) -> dict[str, float]:
     """Validate a fraction table (names from ``allowed``, non-negative, summing to 1) and complete it with zeros.
+
+    Args:
+        fractions: name -> fraction, or None for ``default``.
+        allowed: the valid names.
+        what: the argument's name, for the error message.
+        default: the table used when ``fractions`` is None.
+
+    Returns:
+        A fraction for every name of ``allowed``.
 
     Raises:
         ValueError: for an unknown name, a negative or non-finite value, or a sum other than 1.
     """
     if fractions is None:
-        return dict(DEFAULT_TYPES if what == "nodule_types" else DEFAULT_SITES)
+        fractions = default
     if not isinstance(fractions, Mapping):
         raise ValueError(f"{what} must be a mapping of {allowed} to fractions, got {fractions!r}")
     unknown = set(fractions) - set(allowed)
