@@ -12,6 +12,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTSYNTH_SHARED", REPO_ROOT.parent / "shared"))
 REAL_CT_DIR = SHARED / "data" / "real-ct"
+REAL_CHEST_DIR = SHARED / "data" / "real-ct-chest"
 SCHEMA_DIR = SHARED / "monai-schemas"
 
 
@@ -25,6 +26,12 @@ def _require(path: Path, what: str) -> Path:
 def real_ct_dir() -> Path:
     """Folder with the real abdominal CT (``ct.nii.gz``, ``masks/``); skips when absent."""
     return _require(REAL_CT_DIR / "ct.nii.gz", "the real CT").parent
+
+
+@pytest.fixture(scope="session")
+def real_chest_dir() -> Path:
+    """Folder with the real chest CT angiography crop (``ct.nii.gz``, 1.5 mm); skips when absent."""
+    return _require(REAL_CHEST_DIR / "ct.nii.gz", "the real chest CT").parent
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,12 @@ from scipy import ndimage
 from ctsynth.data.io import load_volume, spacing_from_affine
 from ctsynth.data.labels import ABDOMEN_LABELS, CHEST_LABELS, to_msd_pancreas
 from ctsynth.data.phantoms import make_abdomen_phantom, make_chest_phantom, write_phantom_dataset
-from ctsynth.data.phantoms.anatomy import branching_tree
+from ctsynth.data.phantoms.anatomy import branching_tree, paint_tree
+from ctsynth.data.phantoms.calibration import lung_dense_fraction
 from ctsynth.data.phantoms.dataset import has_tumor
-from ctsynth.data.phantoms.geometry import BodyFrame, SmoothField, ellipsoid, smooth_curve, tube
-from ctsynth.data.phantoms.render import _upsample2, correlated_noise, render
+from ctsynth.data.phantoms.geometry import BodyFrame, SmoothField, ellipsoid, rotation, smooth_curve, tube
+from ctsynth.data.phantoms.nodules import nodule_site
+from ctsynth.data.phantoms.render import KernelNoise, _upsample2, correlated_noise, partial_volume_blur, render
 from ctsynth.data.phantoms.tissues import ABDOMEN_TISSUES
 from ctsynth.data.phantoms.volume import ball_fits
 
@@ -87,6 +89,61 @@ def test_ellipsoid_volume_matches_analytic():
     sl, field = ellipsoid(f, (0.0, 0.0, 0.0), (r, 0.5 * r, r))
     n = int((field <= 1).sum())
     assert n == pytest.approx(4 / 3 * np.pi * 20 * 10 * 20, rel=0.03)
+
+
+def test_rotated_wobbly_ellipsoid_box_holds_the_whole_shape(rng):
+    """The tight box of a rotated ellipsoid with a wobble loses nothing against a full-grid evaluation."""
+    f = BodyFrame((72, 72, 72), (1.0, 1.0, 1.0))
+    rot = rotation((0.4, -0.7, 1.1))
+    wob = SmoothField.random(rng, 6, 15.0, 0.15)
+    sl, field = ellipsoid(f, (3.0, -2.0, 1.0), (25.0, 12.0, 8.0), rot, wob)
+    U, V, W = f.grids(tuple(slice(0, n) for n in f.shape))
+    d = np.stack(np.broadcast_arrays(U - 3.0, V + 2.0, W - 1.0), -1) @ rot  # coordinates along the ellipsoid's axes
+    full = ((d / (25.0, 12.0, 8.0)) ** 2).sum(-1) + wob(U - 3.0, V + 2.0, W - 1.0) <= 1.0
+    assert int((field <= 1).sum()) == int(full.sum()) > 0
+    assert full[sl].sum() == full.sum()
+
+
+def test_partial_volume_blur_is_the_gaussian(rng):
+    img = rng.normal(size=(20, 17, 15)).astype(np.float32) * 100
+    expected = ndimage.gaussian_filter(img, 0.6, mode="nearest", truncate=2.0)  # radius 1: three taps
+    np.testing.assert_allclose(partial_volume_blur(img.copy()), expected, atol=1e-3)
+
+
+def test_spectral_kernel_noise_equals_circular_convolution(rng):
+    """Filtering in the Fourier domain with KernelNoise.transfer equals the per-axis wrapped convolutions."""
+    model = KernelNoise()
+    shape, spacing = (24, 20, 18), (0.8, 0.8, 1.2)
+    white = rng.normal(size=shape)
+    direct = 0
+    for per_axis in model.kernels(spacing):
+        x = white
+        for axis, k in enumerate(per_axis):
+            x = ndimage.correlate1d(x, k, axis=axis, mode="wrap")
+        direct = direct + x
+    plane, hz = model.transfer(shape, spacing)
+    spectral = np.fft.irfftn(np.fft.rfftn(white) * plane[:, :, None] * hz[None, None, :], s=shape)
+    np.testing.assert_allclose(spectral, direct, atol=1e-9)
+
+
+def test_smooth_field_on_full_grids_equals_open_grids(rng):
+    sf = SmoothField.random(rng, 7, 20.0, 1.0)
+    U, V, W = rng.normal(size=(6, 1, 1)) * 9, rng.normal(size=(1, 5, 1)) * 9, rng.normal(size=(1, 1, 4)) * 9
+    full = [np.broadcast_to(a, (6, 5, 4)).copy() for a in (U, V, W)]
+    np.testing.assert_allclose(sf(*full), sf(U, V, W), atol=1e-4)
+
+
+def test_thin_tree_segments_splat_like_capsules():
+    """Thin segments are painted by splatting points; the result matches the capsule rasterisation."""
+    f = BodyFrame((40, 40, 40), (1.0, 1.0, 1.0))
+    segs = [(np.array([-12.0, -5.0, -9.0]), np.array([10.0, 6.0, 12.0]), 1.6, 1.2)]
+    splat = np.zeros(f.shape, np.uint8)
+    paint_tree(f, splat, segs, 1, np.ones(f.shape, bool))
+    sl, field = tube(f, np.stack([segs[0][0], segs[0][1]]), np.array([1.6, 1.2]))
+    caps = np.zeros(f.shape, bool)
+    caps[sl] = field <= 1.0
+    m = splat == 1
+    assert 2 * (m & caps).sum() / (m.sum() + caps.sum()) > 0.95
 
 
 def test_tube_volume_matches_capsule():
@@ -463,7 +520,7 @@ def test_anisotropic_grid():
         ({"spacing": (1.0, 0.0, 1.0)}, "spacing must be 3 positive numbers"),
         ({"spacing": -2.0}, "spacing must be 3 positive numbers"),
         ({"seed": -1}, "seed must be a non-negative integer"),
-        ({"phase": "arterial"}, "phase must be one of"),
+        ({"phase": "delayed"}, "phase must be one of"),
         ({"noise_sd": -1.0}, "noise_sd must be >= 0"),
         ({"dose": 0.0}, "dose must be a positive number"),
         ({"tumor_radius_mm": 0.0}, "tumor_radius_mm must be > 0"),
@@ -493,16 +550,91 @@ def test_chest_deterministic_and_labels(chest):
     assert chest.label_names == {"background": 0, "nodule": 1}
 
 
-def test_nodules_strictly_inside_lungs(chest):
+LUNG_IDS = (CHEST_LABELS["lung"], CHEST_LABELS["vessel"], CHEST_LABELS["airway"], CHEST_LABELS["nodule"])
+
+
+def _nodule_sites(vol) -> list[str]:
+    """Geometric site of every nodule of a phantom, in the order of ``info['nodules']``."""
+    comps, n = ndimage.label(vol.label == 1)
+    centroids = np.array(ndimage.center_of_mass(np.ones(comps.shape), comps, range(1, n + 1)))
+    out = []
+    for info in vol.info["nodules"]:  # the centre may lie in the vessel a juxta-vascular nodule wraps: nearest one
+        k = 1 + int(np.argmin(np.linalg.norm(centroids - np.asarray(info["centre_vox"]), axis=1)))
+        out.append(nodule_site(vol.organs, comps == k, LUNG_IDS, CHEST_LABELS["vessel"]))
+    return out
+
+
+def test_nodules_sit_where_drawn(chest):
     nod = chest.label == 1
     _, n = ndimage.label(nod)
     assert n == 2
-    ring = ndimage.binary_dilation(nod) & ~nod
-    lung_ids = [CHEST_LABELS[k] for k in ("lung", "vessel", "airway")]
-    assert np.isin(chest.organs[ring], lung_ids).all()
+    assert _nodule_sites(chest) == [i["site"] for i in chest.info["nodules"]]
     for info in chest.info["nodules"]:
         c = tuple(np.round(info["centre_vox"]).astype(int))
-        assert chest.label[c] == 1 and chest.image[c] > -300  # solid: soft-tissue density at the centre
+        if info["type"] != "ground_glass" and chest.label[c]:
+            assert chest.image[c] > -300  # solid core: soft-tissue density at the centre
+
+
+@pytest.mark.parametrize(
+    "types, sites",
+    [({"ground_glass": 1.0}, {"juxta_pleural": 1.0}), ({"solid": 1.0}, {"juxta_vascular": 1.0})],
+)
+def test_nodule_type_and_site_are_painted(types, sites):
+    vol = make_chest_phantom(
+        (80, 80, 80), 2.0, seed=2, nodules=3, nodule_radius_mm=5.0, nodule_types=types, nodule_sites=sites
+    )
+    (kind,), (site,) = types, sites
+    assert [i["type"] for i in vol.info["nodules"]] == [kind] * 3
+    assert _nodule_sites(vol) == [site] * 3
+    hu = vol.image[vol.label == 1]
+    if kind == "ground_glass":  # hazy: well below soft tissue everywhere
+        assert -800 < hu.mean() < -350 and np.percentile(hu, 90) < -250, (hu.mean(), np.percentile(hu, 90))
+    else:  # solid: soft tissue in the middle
+        assert np.percentile(hu, 90) > -100, np.percentile(hu, 90)
+
+
+def test_nodule_fractions_honoured_over_seeds():
+    types = {"solid": 0.5, "part_solid": 0.25, "ground_glass": 0.25}
+    sites = {"isolated": 0.4, "juxta_pleural": 0.4, "juxta_vascular": 0.2}
+    drawn_t, drawn_s = [], []
+    for seed in range(8):
+        vol = make_chest_phantom(
+            (64, 64, 64),
+            3.0,
+            seed=seed,
+            nodules=5,
+            nodule_radius_mm=4.5,
+            noise_sd=0,
+            nodule_types=types,
+            nodule_sites=sites,
+        )
+        assert _nodule_sites(vol) == [i["site"] for i in vol.info["nodules"]]  # the site is true of the painting
+        drawn_t += [i["type"] for i in vol.info["nodules"]]
+        drawn_s += [i["site"] for i in vol.info["nodules"]]
+    n = len(drawn_t)
+    for table, drawn in ((types, drawn_t), (sites, drawn_s)):
+        for name, p in table.items():
+            k = drawn.count(name)
+            assert abs(k - n * p) <= 3.5 * np.sqrt(n * p * (1 - p)) + 1, (name, k, n * p)
+    # and the draw itself over many nodules (no placement): fractions within 2 percentage points
+    from ctsynth.data.phantoms.nodules import NODULE_SITES, NODULE_TYPES, draw_kinds
+
+    k, w = draw_kinds(np.random.default_rng(0), 20000, types, sites)
+    for table, idx, names in ((types, k, NODULE_TYPES), (sites, w, NODULE_SITES)):
+        freq = np.bincount(idx, minlength=3) / len(idx)
+        np.testing.assert_allclose(freq, [table[x] for x in names], atol=0.02)
+
+
+@pytest.mark.realct
+def test_chest_lung_vessel_density_matches_real(real_chest_dir):
+    """Fraction of lung-field voxels above -500 HU, real CT angiography crop vs the phantom in the same geometry."""
+    ct, aff = load_volume(real_chest_dir / "ct.nii.gz", dtype=np.float32)
+    sp = spacing_from_affine(aff)
+    real = lung_dense_fraction(ct, sp)
+    assert 0.04 <= real <= 0.08, real  # the README's "about 6 %"
+    vol = make_chest_phantom(ct.shape, sp, seed=0, nodules=0, phase="arterial", centre_mm="heart")  # crop as real
+    phantom = lung_dense_fraction(vol.image, sp)
+    assert phantom == pytest.approx(real, rel=0.3), (phantom, real)
 
 
 def test_chest_hu(chest):
@@ -518,7 +650,11 @@ def test_chest_hu(chest):
     [
         ({"nodules": -1}, "nodules must be a non-negative integer"),
         ({"nodule_radius_mm": -3.0}, "nodule_radius_mm must be > 0"),
-        ({"nodule_radius_mm": 60.0}, "too large to place"),
+        ({"nodule_radius_mm": 60.0}, "could not place an isolated nodule"),
+        ({"nodule_types": {"solid": 0.5}}, "nodule_types must be non-negative fractions summing to 1"),
+        ({"nodule_sites": {"pleural": 1.0}}, "nodule_sites: unknown name"),
+        ({"dose": 0}, "dose must be a positive number"),
+        ({"centre_mm": "lung"}, 'centre_mm must be "heart" or three numbers'),
         ({"shape": (8, 8, 8, 8)}, "shape must be 3 positive integers"),
     ],
 )

@@ -290,16 +290,23 @@ def _grid_centre(centre: str | Sequence[float], plan: Plan) -> tuple[float, floa
 # ------------------------------------------------------------------------------------------------ body and organs
 
 
-def _body_fields(frame: BodyFrame, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Squared elliptical radii of the skin, the muscle core and the visceral cavity (``<= 1`` inside), full grid.
+def _body_fields(frame: BodyFrame, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cross-section fields of the skin, the muscle core and the visceral cavity, and their scale along z.
 
-    The cross-section changes along z: a slow waist-like wave, a wider pelvis below -150 mm and a lower rib cage
-    that widens above +60 mm.
+    A voxel ``(i, j, k)`` is inside a layer when ``field[i, j] <= z_scale[k]``. The cross-section changes along z:
+    a slow waist-like wave, a wider pelvis below -150 mm and a lower rib cage that widens above +60 mm. Keeping
+    the fields 2D and the scale 1D makes each 3D test one comparison pass.
+
+    Returns:
+        ``(skin, core, cavity, z_scale)``: three float32 ``(nx, ny)`` squared elliptical radii and the float32
+        ``(nz,)`` squared z scale.
     """
     u, v, w = frame.axes
     amp, ph, pelvis = plan.z_wave
-    zf = (1.0 + amp * np.sin(w / 90.0 + ph) + pelvis / (1.0 + np.exp((w + 150.0) / 25.0))).astype(np.float32)
-    zf *= (1.0 + 0.05 / (1.0 + np.exp(-(w - 90.0) / 30.0))).astype(np.float32)
+    w64 = w.astype(np.float64)
+    zf = (1.0 + amp * np.sin(w64 / 90.0 + ph) + pelvis / (1.0 + np.exp((w64 + 150.0) / 25.0))) * (
+        1.0 + 0.05 / (1.0 + np.exp(-(w64 - 90.0) / 30.0))
+    )
     U, V = u[:, None], (v - plan.core_v)[None, :]
     theta = np.arctan2(V, U)
     wob = np.ones_like(theta)
@@ -316,8 +323,7 @@ def _body_fields(frame: BodyFrame, plan: Plan) -> tuple[np.ndarray, np.ndarray, 
     skin = field(core[0] + fat[0], core[1] + fat[1], core[2] + fat[2])
     mus = field(core[0], core[1], core[2])
     cav = field(core[0] - m, core[1] - m, core[2] - 1.6 * m)
-    zz = (zf**-2)[None, None, :]
-    return skin[:, :, None] * zz, mus[:, :, None] * zz, cav[:, :, None] * zz
+    return skin, mus, cav, (zf**2).astype(np.float32)
 
 
 def _cavity_fn(plan: Plan) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
@@ -410,12 +416,19 @@ def _organ_builders(
         c = plan.liver_c
         R = plan.rot_liver
         wob = plan.wob_liver.scaled(s)
+        top = 1.0 + wob.bound  # the lobes' boxes hold everything the shared wobble can bring inside
         parts = [
-            ellipsoid(frame, c, s * np.array([78.0, 82.0, 78.0]), R, wob),
-            ellipsoid(frame, c + s * R @ np.array([-78.0, 40.0, 8.0]), s * np.array([62.0, 38.0, 46.0]), R, wob),
-            ellipsoid(frame, c + s * R @ np.array([10.0, -5.0, -62.0]), s * np.array([48.0, 50.0, 40.0]), R, wob),
+            ellipsoid(frame, c, s * np.array([78.0, 82.0, 78.0]), R, level=top),
+            ellipsoid(frame, c + s * R @ np.array([-78.0, 40.0, 8.0]), s * np.array([62.0, 38.0, 46.0]), R, level=top),
+            ellipsoid(frame, c + s * R @ np.array([10.0, -5.0, -62.0]), s * np.array([48.0, 50.0, 40.0]), R, level=top),
         ]
-        return _clip(frame, _union(frame, parts), below)
+        shape = _union(frame, parts)
+        if shape is None:
+            return None
+        sl, f = shape
+        U, V, W = frame.grids(sl)
+        f += wob(U - np.float32(c[0]), V - np.float32(c[1]), W - np.float32(c[2]))  # one wobble for the three lobes
+        return _clip(frame, (sl, f), below)
 
     def spleen(frame: BodyFrame, s: float) -> Shape | None:
         shape = ellipsoid(
@@ -454,34 +467,40 @@ def _organ_builders(
 
 def _paint(frame: BodyFrame, plan: Plan, lesion: dict | None, table: bool) -> np.ndarray:
     """Paint every tissue of the patient on the grid; later structures overwrite earlier ones where they touch."""
-    tissue = np.zeros(frame.shape, dtype=np.uint8)
-    f_skin, f_core, f_cav = _body_fields(frame, plan)
-    body = f_skin <= 1.0
-    cavity = f_cav <= 1.0
-    tissue[body] = T["subcutaneous_fat"]
-    skin_t = max(2.0, 0.6 * max(frame.spacing))
-    tissue[body & (f_skin > (1 - skin_t / (plan.core[0] + plan.fat[0])) ** 2)] = T["skin"]
-    tissue[f_core <= 1.0] = T["muscle"]
-    tissue[cavity] = T["visceral_fat"]
+    skin2, core2, cav2, zs2 = _body_fields(frame, plan)
+    zs = zs2[None, None, :]
     u, v, w = frame.axes
     U3, V3, W3 = u[:, None, None], v[None, :, None], w[None, None, :]
-
-    cavity_fn = _cavity_fn(plan)
+    skin_t = max(2.0, 0.6 * max(frame.spacing))
+    body = skin2[:, :, None] <= zs
+    cavity = cav2[:, :, None] <= zs
     below = _below_diaphragm(plan, U3, V3, W3)
     abd = cavity & below  # the abdominal cavity
+    thorax = cavity & ~below
+    # nested layers counted in one uint8 map: 0 air, 1 skin, 2 subcutaneous fat, 3 muscle, 4 visceral fat, 5 lung
+    layer = body.view(np.uint8).copy()
+    layer += skin2[:, :, None] <= zs * np.float32((1 - skin_t / (plan.core[0] + plan.fat[0])) ** 2)
+    muscle = core2[:, :, None] <= zs
+    layer += muscle
+    layer += cavity
+    layer += thorax
+    lut = np.array([0, T["skin"], T["subcutaneous_fat"], T["muscle"], T["visceral_fat"], T["lung"]], dtype=np.uint8)
+    tissue = lut[layer]
 
     # --- lung bases above the domes, heart above the central tendon, ribs in the wall above the costal margin
-    thorax = cavity & ~below
-    tissue[thorax] = T["lung"]
     heart = ellipsoid(frame, (-25.0, 35.0, 215.0 + plan.shift[2]), (75.0, 55.0, 70.0))
     _put(tissue, heart, T["heart"], thorax)
     # costal margin: about +100 mm anteriorly, falling to about -40 mm posteriorly (11th-12th ribs)
     costal = 30.0 + 70.0 * np.clip((V3 - plan.core_v) / plan.core[1], -1, 1) + plan.shift[2]
-    ribs_zone = (f_core <= 1.0) & (f_cav > 1.0) & (W3 > costal) & ~((np.abs(U3) < 35) & (V3 > 0))
-    phase = ((W3 + 0.45 * (V3 - plan.core_v)) / 26.0) % 1.0
-    rib = ribs_zone & (np.abs(phase - 0.5) < 0.2)
-    tissue[rib] = T["rib_marrow"]
-    tissue[rib & (np.abs(phase - 0.5) > 0.13)] = T["rib_cortex"]
+    phase = ((W3 + 0.45 * (V3 - plan.core_v)) / 26.0) % 1.0  # (1, ny, nz): ribs slope down anteriorly
+    rib_vw = (W3 > costal) & (np.abs(phase - 0.5) < 0.2)
+    cortex_vw = rib_vw & (np.abs(phase - 0.5) > 0.13)
+    wall = (layer == 3) & ~((np.abs(U3) < 35) & (V3 > 0))  # muscle layer, less the costal cartilages in front
+    del layer
+    tissue[wall & rib_vw] = T["rib_marrow"]
+    tissue[wall & cortex_vw] = T["rib_cortex"]
+    del wall
+    cavity_fn = _cavity_fn(plan)
 
     # --- small bowel loops (level set of a smooth field) in the lower cavity, gas anteriorly
     bsl = frame.box((0.0, 20.0, plan.bowel_top - 150.0), (140.0, 110.0, 150.0))
@@ -656,12 +675,12 @@ def _paint(frame: BodyFrame, plan: Plan, lesion: dict | None, table: bool) -> np
         _put(tissue, tube(frame, smooth_curve(pts, 4 * len(pts)), np.full(4 * len(pts), r)), T["portal_vein"], abd)
 
     # --- pancreas: lobulated gland with interlobular fat (more with age) and the main duct
-    vessels = np.isin(tissue, (T["portal_vein"], T["aorta"], T["ivc"]))
     pan = builders["pancreas"][0](frame, s_p)
     if pan is not None:
         sl, f = pan
         U, V, W = frame.grids(sl)
-        gland = (f + 0.08 * plan.wob_lobules(U, V, W) <= 1.0) & ~vessels[sl]
+        vessels = np.isin(tissue[sl], (T["portal_vein"], T["aorta"], T["ivc"]))
+        gland = (f + 0.08 * plan.wob_lobules(U, V, W) <= 1.0) & ~vessels
         sub = tissue[sl]
         sub[gland] = T["pancreas"]
         fat_level = _fat_threshold(plan.patient.pancreas_fat)

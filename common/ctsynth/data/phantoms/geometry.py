@@ -147,9 +147,23 @@ class SmoothField:
     def __call__(self, U: np.ndarray, V: np.ndarray, W: np.ndarray) -> np.ndarray:
         """Evaluate on broadcastable grids (float32).
 
-        Each wave ``a sin(k.p + phase)`` is the imaginary part of a product of three 1D complex exponentials, so on
-        open grids the cost per wave is one complex multiply per voxel instead of a 3D ``sin``.
+        On open grids (``U`` of shape ``(nu, 1, 1)``, ``V`` ``(1, nv, 1)``, ``W`` ``(1, 1, nw)``, what
+        :meth:`BodyFrame.grids` returns) the sum ``sum_n a_n sin(k_n.p + phase_n)`` is the imaginary part of
+        ``sum_n A_n(u, v) E_n(w)`` with ``A_n = a_n exp(i (k_x u + k_y v + phase))`` and ``E_n = exp(i k_z w)``: one
+        real matrix product of shape ``(nu nv, 2n) x (2n, nw)`` (BLAS) instead of ``n`` passes over the volume.
+        Other grids fall back to the per-wave product of three 1D complex exponentials.
         """
+        shape = np.broadcast_shapes(U.shape, V.shape, W.shape)
+        if U.shape == (shape[0], 1, 1) and V.shape == (1, shape[1], 1) and W.shape == (1, 1, shape[2]):
+            k = self.k.astype(np.float64)
+            a_uv = (self.amplitude * np.exp(1j * self.phase))[:, None, None] * (
+                np.exp(1j * np.outer(k[:, 0], U.ravel()))[:, :, None]
+                * np.exp(1j * np.outer(k[:, 1], V.ravel()))[:, None, :]
+            )
+            e_w = np.exp(1j * np.outer(k[:, 2], W.ravel()))
+            left = np.concatenate([a_uv.real, a_uv.imag]).reshape(2 * len(k), -1).astype(np.float32)
+            right = np.concatenate([e_w.imag, e_w.real]).astype(np.float32)
+            return np.ascontiguousarray((left.T @ right).reshape(shape))
         acc = None
         for (kx, ky, kz), ph, a in zip(self.k, self.phase, self.amplitude, strict=True):
             eu = np.complex64(a * np.exp(1j * ph)) * np.exp(1j * kx * U).astype(np.complex64)
@@ -160,8 +174,13 @@ class SmoothField:
                 acc = term
             else:
                 acc += term
-        out = np.broadcast_to(acc.imag, np.broadcast_shapes(U.shape, V.shape, W.shape))
+        out = np.broadcast_to(acc.imag, shape)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    @property
+    def bound(self) -> float:
+        """Largest absolute value the field can take (sum of the amplitudes)."""
+        return float(np.abs(self.amplitude).sum())
 
 
 def rotation(angles: Sequence[float]) -> np.ndarray:
@@ -180,9 +199,14 @@ def ellipsoid(
     radii: Sequence[float],
     rot: np.ndarray | None = None,
     wobble: SmoothField | None = None,
-    power: float = 2.0,
+    level: float | None = None,
 ) -> tuple[Slices, np.ndarray] | None:
-    """Normalised field of a (rotated, super-)ellipsoid: ``sum |q_i / r_i|^power`` (``<= 1`` inside).
+    """Normalised field of a (rotated) ellipsoid: ``sum (q_i / r_i)^2`` plus the optional wobble (``<= 1`` inside).
+
+    The field is evaluated in the smallest axis-aligned box that holds the level set ``field <= level``: the
+    rotated ellipsoid's bounding box scaled by ``sqrt(level + |wobble|_max)``. On the open grids of the box the
+    quadratic form ``d^T M d`` (``M = R diag(r^-2) R^T``) is a 2D part in ``(u, v)``, a 2D coefficient times ``w``
+    and a 1D part in ``w``, so only two passes over the box are needed.
 
     Args:
         frame: the body frame.
@@ -190,31 +214,31 @@ def ellipsoid(
         radii: semi-axes in anatomy units (in the rotated frame).
         rot: optional 3x3 rotation whose columns are the ellipsoid's axes in body coordinates.
         wobble: optional smooth field added to the normalised field (irregular outline).
-        power: 2 for an ellipsoid, larger for a boxier shape.
+        level: largest field level the box must hold (default 1: the surface); a caller that thresholds the
+            field above 1, or adds its own wobble afterwards, passes that level.
 
     Returns:
         ``(slices, field)`` or ``None`` when the shape misses the volume.
     """
-    c = np.asarray(centre, dtype=np.float32)
-    r = np.asarray(radii, dtype=np.float32)
-    reach = float(r.max()) * 1.25 if rot is not None else r * 1.25
-    sl = frame.box(c, reach)
+    c = np.asarray(centre, dtype=np.float64)
+    r = np.asarray(radii, dtype=np.float64)
+    R = np.eye(3) if rot is None else np.asarray(rot, dtype=np.float64)
+    top = (1.0 if level is None else float(level)) + (wobble.bound if wobble is not None else 0.0)
+    half = np.sqrt(((R * r[None, :]) ** 2).sum(axis=1)) * np.sqrt(max(top, 1e-6))
+    sl = frame.box(c, half)
     if sl is None:
         return None
     U, V, W = frame.grids(sl)
-    d = (U - c[0], V - c[1], W - c[2])
-    if rot is None:
-        q = d
-    else:
-        R = np.asarray(rot, dtype=np.float32)
-        q = tuple(R[0, i] * d[0] + R[1, i] * d[1] + R[2, i] * d[2] for i in range(3))
-    if power == 2.0:
-        f = (q[0] / r[0]) ** 2 + (q[1] / r[1]) ** 2 + (q[2] / r[2]) ** 2
-    else:
-        f = np.abs(q[0] / r[0]) ** power + np.abs(q[1] / r[1]) ** power + np.abs(q[2] / r[2]) ** power
-    f = np.broadcast_to(f, tuple(s.stop - s.start for s in sl)).astype(np.float32)
+    du, dv, dw = (U - np.float32(c[0]))[:, 0, 0], (V - np.float32(c[1]))[0, :, 0], (W - np.float32(c[2]))[0, 0, :]
+    M = (R / r[None, :] ** 2) @ R.T
+    plane = M[0, 0] * du[:, None] ** 2 + 2.0 * M[0, 1] * du[:, None] * dv[None, :] + M[1, 1] * dv[None, :] ** 2
+    slope = 2.0 * (M[0, 2] * du[:, None] + M[1, 2] * dv[None, :])
+    f = np.empty((len(du), len(dv), len(dw)), dtype=np.float32)
+    np.multiply(slope.astype(np.float32)[:, :, None], dw[None, None, :], out=f)
+    f += plane.astype(np.float32)[:, :, None]
+    f += (M[2, 2] * dw.astype(np.float64) ** 2).astype(np.float32)[None, None, :]
     if wobble is not None:
-        f = f + wobble(U - c[0], V - c[1], W - c[2])
+        f += wobble(U - np.float32(c[0]), V - np.float32(c[1]), W - np.float32(c[2]))
     return sl, f
 
 
@@ -250,7 +274,7 @@ def tube(
         return None
     field = np.full(tuple(s.stop - s.start for s in sl), np.inf, dtype=np.float32)
     for a, b, ra, rb in zip(p[:-1], p[1:], rad[:-1], rad[1:], strict=True):
-        seg = _capsule(frame, a, b, ra, rb, st)
+        seg = capsule(frame, a, b, ra, rb, st)
         if seg is None:
             continue
         ssl, f = seg
@@ -268,7 +292,7 @@ def tube(
     return sl, field
 
 
-def _capsule(
+def capsule(
     frame: BodyFrame, a: np.ndarray, b: np.ndarray, ra: float, rb: float, stretch: np.ndarray
 ) -> tuple[Slices, np.ndarray] | None:
     """Distance-over-radius field of one tapered capsule from ``a`` to ``b`` (in coordinates divided by stretch)."""

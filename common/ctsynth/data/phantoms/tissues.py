@@ -7,17 +7,27 @@ together with its source; the short source tags in the comments below are:
 - ``[PV]``  typical portal-venous (contrast-enhanced, ~70 s) ranges listed in the project's issue: liver 100-120,
   pancreas 90-110, spleen 110-130, aorta 150-200, kidney cortex 150-200, fat -120..-80, muscle 40-60,
   lung -850..-700 HU. The phantom's default is the middle of each range.
-- ``[NC]``  typical unenhanced values: liver 50-70 HU and about 10 HU above spleen (standard radiology teaching,
-  e.g. "Normal appearance of the liver on CT and MRI"), blood 40-45, kidney 30, muscle 50, fat -100, bone and air
-  from the Hounsfield scale; pancreas 40 (below liver, above water).
+- ``[NC]``  typical unenhanced values: liver about 50-70 HU (common teaching, not verified against one paper) and
+  above the spleen: the liver-minus-spleen difference of biopsy-proven non-steatotic livers lies in 1-18 HU (Park et
+  al., Radiology 2011;258:760-766, verified), hence liver about 10 HU above spleen; blood 40-45, kidney 30, muscle
+  50, fat -100 (not verified); bone and air from the Hounsfield scale; pancreas 40 (below liver, above water; a
+  choice).
 - ``[REAL]`` the one real (unenhanced) CT in ``shared/data/real-ct`` (README): pancreas -10/28, liver 44/17,
   spleen 32/19, kidneys 11-15/26-34, aorta 41/34, IVC 40/16, vertebrae 194-234/137-179, lower lung -727..-755.
-- ``[PDAC]`` tumour-to-pancreas contrast of hypo-attenuating PDAC in the portal-venous phase, 40.5 +/- 23 HU
-  (PubMed 17961951); 30-60 HU lower per the project's issue. The phantom default is 45 HU below pancreas.
-- ``[PP]`` pancreatic (late arterial, ~40-45 s) phase: pancreas peaks at about 110-130 HU and PDAC is most
-  conspicuous (tumour-to-pancreas difference about 50-70 HU), liver only partly enhanced (~70-80 HU), arteries
-  250-300 HU, portal vein ~150 HU (Lu et al., AJR 1996;167:1181-1187; Tamm et al., AJR 2012;199:1125-1131 on
-  biphasic pancreatic CT).
+- ``[PDAC]`` tumour-to-pancreas contrast of hypo-attenuating PDAC: 40.5 +/- 23.0 HU in the portal-venous and
+  60.2 +/- 24.6 HU in the pancreatic phase (PubMed 17961951, 49 hypo-attenuating tumours of 57, verified);
+  30-60 HU lower per the project's issue. The phantom default is 45 HU below pancreas.
+- ``[PP]`` pancreatic (late arterial, 40-70 s) phase: tumour-pancreas contrast 67 +/- 19 HU against 39 +/- 16 HU in
+  the hepatic phase, with greater pancreatic and vascular enhancement (Lu et al., "Two-phase helical CT for
+  pancreatic tumors", Radiology 1996;199:697-701, verified; the first version cited it as AJR 1996;167:1181, which
+  was wrong). The absolute values (pancreas 110-130 HU, liver 70-80 HU, arteries 250-300 HU, portal vein about
+  150 HU) are typical figures, not verified; the "Tamm et al., AJR 2012" citation of the first version is not
+  verified and was removed.
+- ``[GGN]`` ground-glass nodules: hazy increased attenuation through which vessels stay visible. Lee et al., PLoS
+  One 2018;13:e0205490 (verified) separate the solid component of ground-glass nodules at -400 or -160 HU, and in
+  the study at PubMed Central PMC3388248 (Fig. 4, verified; its title was not retrieved) every lesion of 1 cm or
+  less with a mean of -600 HU or less was a pure ground-glass nodule; the phantom's -600 HU is a choice consistent
+  with both.
 - ``[CHOICE]`` a value picked for a plausible look where no reference fixes it (documented as a choice).
 
 Texture SDs (organ heterogeneity, added on top of scanner noise) are ``[CHOICE]`` values tuned so that the total
@@ -31,7 +41,9 @@ from dataclasses import dataclass
 from ctsynth.data.labels import ABDOMEN_LABELS as A
 from ctsynth.data.labels import CHEST_LABELS as C
 
-PHASES = ("portal_venous", "non_contrast", "pancreatic")
+#: Contrast phases. "pancreatic" is the late arterial phase of pancreatic CT; "arterial" is the same table used for a
+#: CT angiography (bright arteries, as the real chest crop in shared/data/real-ct-chest).
+PHASES = ("portal_venous", "non_contrast", "pancreatic", "arterial")
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,7 @@ class Tissue:
         pv: mean HU in the portal-venous phase.
         nc: mean HU without contrast.
         sd: texture standard deviation in HU (spatially correlated organ heterogeneity).
-        pp: mean HU in the pancreatic (late arterial) phase; None means the portal-venous value.
+        pp: mean HU in the pancreatic (late arterial) and arterial phases; None means the portal-venous value.
     """
 
     name: str
@@ -55,10 +67,10 @@ class Tissue:
     pp: float | None = None
 
     def mean(self, phase: str) -> float:
-        """Mean HU for ``phase`` ("portal_venous", "non_contrast" or "pancreatic")."""
+        """Mean HU for ``phase`` ("portal_venous", "non_contrast", "pancreatic" or "arterial")."""
         if phase == "non_contrast":
             return self.nc
-        if phase == "pancreatic" and self.pp is not None:
+        if phase in ("pancreatic", "arterial") and self.pp is not None:
             return self.pp
         return self.pv
 
@@ -108,10 +120,10 @@ CHEST_TISSUES: tuple[Tissue, ...] = (
     Tissue("skin", C["fat"], 40.0, 40.0, 6.0),  # [CHOICE]
     Tissue("muscle", C["muscle"], 55.0, 50.0, 8.0),  # [PV] 40-60, [NC] 50
     Tissue("mediastinum", C["mediastinum"], -60.0, -60.0, 25.0),  # [CHOICE] fat with vessels and nodes
-    Tissue("great_vessel", C["mediastinum"], 170.0, 42.0, 6.0),  # [PV] aorta / [NC] blood
-    Tissue("heart", C["heart"], 140.0, 42.0, 10.0),  # [CHOICE] PV chambers+myocardium / [NC] blood
+    Tissue("great_vessel", C["mediastinum"], 170.0, 42.0, 6.0, pp=300.0),  # [PV] aorta / [NC] blood / [PP]
+    Tissue("heart", C["heart"], 110.0, 45.0, 8.0, pp=130.0),  # [CHOICE] myocardium: enhancing muscle / [NC] muscle
     Tissue("lung", C["lung"], -830.0, -830.0, 25.0),  # [PV] lung -850..-700 (parenchyma without vessels)
-    Tissue("lung_vessel", C["vessel"], 120.0, 40.0, 10.0),  # [CHOICE] pulmonary vessels / [NC] blood
+    Tissue("lung_vessel", C["vessel"], 120.0, 40.0, 10.0, pp=280.0),  # [CHOICE] pulmonary vessels / [NC] blood / [PP]
     Tissue("airway_wall", C["airway"], 0.0, 0.0, 15.0),  # [CHOICE] cartilage+mucosa, partial volume with air
     Tissue("airway_lumen", C["airway"], -1000.0, -1000.0, 5.0),  # air
     Tissue("rib_cortex", C["rib"], 650.0, 650.0, 60.0),  # [CHOICE] cortical bone, thin
@@ -122,6 +134,8 @@ CHEST_TISSUES: tuple[Tissue, ...] = (
     Tissue("spinal_canal", C["spine"], 20.0, 20.0, 6.0),  # [CHOICE]
     Tissue("subdiaphragm", C["muscle"], 105.0, 55.0, 10.0),  # [CHOICE] liver/spleen domes; no chest label, so muscle
     Tissue("nodule", C["nodule"], 35.0, 35.0, 12.0),  # [CHOICE] solid nodule, soft tissue (unenhanced 20-50)
+    Tissue("nodule_ggo", C["nodule"], -600.0, -600.0, 40.0),  # [GGN] ground-glass component
+    Tissue("heart_chamber", C["heart"], 170.0, 40.0, 6.0, pp=300.0),  # [PV] blood pool as aorta, [NC] blood
 )
 
 
