@@ -75,5 +75,3 @@ def real_slices(crop: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     idx = offsets[..., None] + torch.arange(3, device=offsets.device)  # (B, N, 3)
     b = torch.arange(crop.shape[0], device=crop.device)[:, None, None]
     return planes[b, idx]
-
-

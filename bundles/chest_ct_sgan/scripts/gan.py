@@ -197,6 +197,8 @@ class Baseline3DGANTrainer(_AdversarialMixin, GenerativeTrainer):
             c_loss = self.penalised_critic_loss(critic, real, fake, self.autocast)
             self.update("critic", c_loss)
         with self.frozen("critic"), self.autocast():
-            g_loss = generator_loss(self.loss, critic(gen(*unwrap(gen).random_inputs(real.shape[0], self.state.device))))
+            g_loss = generator_loss(
+                self.loss, critic(gen(*unwrap(gen).random_inputs(real.shape[0], self.state.device)))
+            )
         self.update("generator", g_loss)
         return {"critic": float(c_loss.item()), "g_loss": float(g_loss.item())}
