@@ -35,6 +35,7 @@ def sg(runner):
     """The bundle's ``scripts`` package (networks, data, gan, sampling)."""
     with runner.scripts() as scripts:
         import scripts.data
+        import scripts.evaluation
         import scripts.gan
         import scripts.networks
         import scripts.sampling
@@ -358,3 +359,54 @@ def test_two_process_ddp_training(chest_dir, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 2  # 3 volumes over 2 ranks (padded to 4), batch 2: 1 iteration per epoch
+
+
+# ---------------------------------------------------------------- evaluation (Table 1 protocol)
+
+
+def test_slice_wise_fid_pairs_and_is_per_scan(sg, tmp_path):
+    """Pairs are of two different scans for the real row; identical scans give FID 0; IS has one value per scan."""
+    from ctsynth.data.io import save_volume
+
+    ev = sg.evaluation
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(
+            save_volume(rng.uniform(-1000, 400, (16, 16, 8)).astype(np.float32), np.eye(4), tmp_path / f"{i}.nii.gz")
+        )
+    inception = ev.SliceInception(allow_random_weights=True, batch_size=8, every_k=2)
+    assert inception.note == "random weights: not comparable to published numbers"
+    feats, logits = inception(np.zeros((16, 16, 8), np.float32))
+    assert feats.shape == (4, 2048) and logits.shape == (4, 1008)
+    protocol = ev.SliceWiseProtocol(inception, n_pairs=6, seed=0)
+    assert all(v > 0 for v in protocol.fid_pairs(paths, paths, same_set=True))  # never a scan with itself
+    assert protocol.fid_pairs(paths[:1], paths[:1], same_set=False) == [0.0] * 6
+    assert len(protocol.inception_scores(paths)) == 3
+    with pytest.raises(ValueError, match="needs at least 2 real scans, got 1"):
+        protocol.fid_pairs(paths[:1], paths[:1], same_set=True)
+    with pytest.raises(FileNotFoundError, match="needs a pretrained weights file"):
+        ev.SliceInception()
+
+
+def test_evaluate_config_writes_table1_beside_the_papers(runner, chest_dir, train_run, tmp_path):
+    ckpt = str(train_run / "checkpoints" / "checkpoint_epoch=1.pt")
+    runner.run("inference.json", ckpt_path=ckpt, output_dir=str(tmp_path / "ctsgan"))
+    out = tmp_path / "eval"
+    runner.run(
+        "evaluate.json",
+        real_dir=str(chest_dir),
+        ctsgan_dir=str(tmp_path / "ctsgan"),
+        baseline_dir=str(tmp_path / "missing"),
+        output_dir=str(out),
+        allow_random_weights=True,
+        suite_metrics=["histogram"],
+    )
+    result = json.loads((out / "table1.json").read_text())
+    assert list(result["table1"]) == ["Real Data", "CT-SGAN (224³)"]  # the missing baseline row is skipped
+    assert result["table1"]["Real Data"]["fid"][2] == 3 and result["note"].startswith("random weights")
+    table = (out / "table1.md").read_text()
+    assert "| Real Data |" in table and "130.72 ± 31.05" in table and "145.18 ± 25.97" in table
+    assert len(list((out / "real_cubes").glob("*.nii.gz"))) == 3
+    assert load_volume(next((out / "real_cubes").glob("*.nii.gz")))[0].shape == (32, 32, 32)
+    assert (out / "suite" / "CT_SGAN__224" / "metrics.json").is_file()
