@@ -169,7 +169,7 @@ class VOIPaird(Randomizable, MapTransform):
     condition is the centre cube. In both, the centre cube (``mask_size^3``, grown to cover the condition) of the input
     VOI is set to ``fill``.
 
-    Writes ``input`` ``(2, V, V, V)`` and ``target`` ``(1, V, V, V)``; ``region`` ``(1, V, V, V)`` marks the erased cube.
+    Writes ``input`` ``(2, V, V, V)``, ``target`` ``(1, V, V, V)`` and ``region`` ``(1, V, V, V)`` (the erased cube).
 
     Args:
         keys: ``(image key, label key)``.
