@@ -50,16 +50,20 @@ logger = logging.getLogger(__name__)
 MODES = ("inject", "erase")
 
 
-def lung_mask(volume: np.ndarray, air_threshold: float = -0.43, min_fraction: float = 0.001) -> np.ndarray:
+def lung_mask(
+    volume: np.ndarray, air_threshold: float = -0.43, min_fraction: float = 0.001, closing_radius: int = 2
+) -> np.ndarray:
     """Lungs of a chest volume from intensities alone: air below ``air_threshold`` enclosed by the body in its axial
     slice (the body = the hole-filled tissue above the threshold), components below ``min_fraction`` of the volume
-    dropped, holes (vessels, nodules) filled slice by slice.
+    dropped, a 3D closing with a ball of ``closing_radius`` voxels (so nodules and vessels on the lung border are
+    inside), then holes filled slice by slice.
 
     Args:
         volume: ``(X, Y, Z)`` volume, Z axial (in the GAN's [-1, 1] scale the default threshold is -400 HU for the
             [-1000, 400] window).
         air_threshold: lung/air threshold in the volume's units.
         min_fraction: smallest kept component, as a fraction of the volume.
+        closing_radius: radius of the closing ball in voxels (0: no closing).
 
     Returns:
         Boolean lung mask.
@@ -71,6 +75,9 @@ def lung_mask(volume: np.ndarray, air_threshold: float = -0.43, min_fraction: fl
         return np.zeros(volume.shape, dtype=bool)
     sizes = ndimage.sum_labels(np.ones(labels.shape), labels, index=np.arange(1, n + 1))
     lungs = np.isin(labels, 1 + np.flatnonzero(sizes >= min_fraction * volume.size))
+    if closing_radius > 0:
+        r = int(closing_radius)
+        lungs = ndimage.binary_closing(np.pad(lungs, r), ball(2 * r + 1, r), border_value=0)[r:-r, r:-r, r:-r] & body
     for z in range(lungs.shape[2]):
         lungs[:, :, z] = ndimage.binary_fill_holes(lungs[:, :, z])
     return lungs
