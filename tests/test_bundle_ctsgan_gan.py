@@ -407,6 +407,6 @@ def test_evaluate_config_writes_table1_beside_the_papers(runner, chest_dir, trai
     assert result["table1"]["Real Data"]["fid"][2] == 3 and result["note"].startswith("random weights")
     table = (out / "table1.md").read_text()
     assert "| Real Data |" in table and "130.72 ± 31.05" in table and "145.18 ± 25.97" in table
-    assert len(list((out / "real_cubes").glob("*.nii.gz"))) == 3
-    assert load_volume(next((out / "real_cubes").glob("*.nii.gz")))[0].shape == (32, 32, 32)
+    assert len(list((out / "real_cubes" / "imagesTr").glob("*.nii.gz"))) == 3
+    assert load_volume(next((out / "real_cubes" / "imagesTr").glob("*.nii.gz")))[0].shape == (32, 32, 32)
     assert (out / "suite" / "CT_SGAN__224" / "metrics.json").is_file()

@@ -293,3 +293,13 @@ def test_smoke_overlay_covers_every_config(runner):
         if path.name not in ("smoke.json", "metadata.json"):
             names |= set(json.loads(path.read_text()))
     assert sorted(k for k in smoke if not k.startswith("_") and k not in names) == []
+
+
+def test_prepare_data_writes_cubes_with_labels(runner, nodule_dir, tmp_path):
+    runner.run("prepare_data.json", dataset_dir=str(nodule_dir), output_dir=str(tmp_path / "cubes"))
+    dataset = json.loads((tmp_path / "cubes" / "dataset.json").read_text())
+    assert [e["image"] for e in dataset["training"]] == [f"./imagesTr/case{i}.nii.gz" for i in range(3)]
+    image, affine = load_volume(tmp_path / "cubes" / "imagesTr" / "case0.nii.gz")
+    label, _ = load_volume(tmp_path / "cubes" / "labelsTr" / "case0.nii.gz")
+    assert image.shape == label.shape == (32, 32, 32) and image.min() >= -1000 and image.max() <= 400
+    assert label.sum() > 0 and np.allclose(np.abs(np.diag(affine)[:3]), np.abs(affine[0, 0]))  # isotropic

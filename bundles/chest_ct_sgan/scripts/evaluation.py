@@ -10,7 +10,7 @@ FID slice by slice in order"; "IS was also computed slice-by-slice"), as read he
   pairs;
 - IS of a scan = Inception Score of its slices' class probabilities (one split); mean +- std over scans.
 
-The real scans are first brought to the training geometry (:class:`ctsynth.transforms.chest.ChestTo224d`, HU kept) and
+The real scans are first brought to the training geometry (:func:`scripts.prepare.write_chest_cubes`, HU kept) and
 written as NIfTI, so the protocol and the suite compare volumes of one grid.
 """
 
@@ -24,17 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from ctsynth.data.io import list_volumes, load_volume, nifti_stem, save_volume, write_json_atomic
+from ctsynth.data.io import list_volumes, load_volume, write_json_atomic
 from ctsynth.metrics import evaluate
 from ctsynth.metrics.features.base import RANDOM_WEIGHTS_NOTE, resolve_weights, seeded_torch_init
 from ctsynth.metrics.features.inception import INCEPTION_WHERE, InceptionV3Features, inception_preprocess
 from ctsynth.metrics.frechet import frechet_distance
 from ctsynth.metrics.inception_score import inception_score
-from ctsynth.transforms.chest import ChestTo224d
 
-__all__ = ["PAPER_TABLE1", "prepare_real_volumes", "SliceInception", "SliceWiseProtocol", "PaperEvaluation"]
+from .prepare import write_chest_cubes
+
+__all__ = ["PAPER_TABLE1", "SliceInception", "SliceWiseProtocol", "PaperEvaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,41 +44,6 @@ PAPER_TABLE1 = {
     "3D GAN (128³)": {"is": "2.16 ± 0.26", "fid": "206.34 ± 59.12"},
     "CT-SGAN (224³)": {"is": "2.3703", "fid": "145.18 ± 25.97"},
 }
-
-
-def prepare_real_volumes(
-    source: str | os.PathLike,
-    out: str | os.PathLike,
-    size: int = 224,
-    hu_window: Sequence[float] = (-1000.0, 400.0),
-    spacing_range: Sequence[float] = (0.6, 2.0),
-    max_volumes: int | None = None,
-) -> Path:
-    """Write the real scans of ``source`` as ``size^3`` cubes in HU (the training geometry), once.
-
-    Args:
-        source: folder of NIfTI scans or an MSD ``dataset.json`` / datalist.
-        out: destination folder (kept when it already holds the cubes).
-        size: cube edge.
-        hu_window: HU clipping range.
-        spacing_range: isotropic spacing range of :class:`ChestTo224d`.
-        max_volumes: first N scans only.
-
-    Returns:
-        The destination folder.
-    """
-    out = Path(out)
-    files = list_volumes(source)[: max_volumes or None]
-    if out.is_dir() and len(sorted(out.glob("*.nii.gz"))) == len(files):
-        return out
-    load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
-    cube = ChestTo224d(
-        "image", spatial_size=size, hu_range=tuple(hu_window), out_range=tuple(hu_window), spacing_range=spacing_range
-    )
-    for path in files:
-        img = cube(load({"image": str(path)}))["image"]
-        save_volume(img[0].numpy().astype(np.float32), img.affine.numpy(), out / f"{nifti_stem(path)}.nii.gz")
-    return out
 
 
 class SliceInception:
@@ -244,10 +209,9 @@ class PaperEvaluation:
         self.suite_metrics, self.suite_options, self.seed = list(suite_metrics), suite_options, int(seed)
 
     def run(self) -> dict[str, Any]:
-        real_cubes = prepare_real_volumes(
-            self.real_dir, self.out / "real_cubes", self.size, self.hu_window, self.spacing_range, self.max_volumes
-        )
-        real = list_volumes(real_cubes)
+        real_cubes = self.out / "real_cubes"
+        write_chest_cubes(self.real_dir, real_cubes, self.size, self.hu_window, self.spacing_range, self.max_volumes)
+        real = list_volumes(real_cubes / "imagesTr")
         sets = {}
         for name, folder in self.synthetic.items():
             if not Path(folder).is_dir():
@@ -264,7 +228,9 @@ class PaperEvaluation:
         for name, folder in self.synthetic.items():
             if name in sets and self.suite_metrics:
                 dest = self.out / "suite" / "".join(c if c.isascii() and c.isalnum() else "_" for c in name).strip("_")
-                suite[name] = str(evaluate(real_cubes, folder, dest, self.suite_metrics, self.suite_options))
+                suite[name] = str(
+                    evaluate(real_cubes / "imagesTr", folder, dest, self.suite_metrics, self.suite_options)
+                )
         result["suite"] = suite
         write_json_atomic(result, self.out / "table1.json")
         logger.info("Table 1 written to %s", self.out / "table1.md")
