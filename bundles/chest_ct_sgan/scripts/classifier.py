@@ -28,6 +28,7 @@ __all__ = [
     "split_counts",
     "patient_split",
     "load_pretrained",
+    "load_best",
     "TestAccuracy",
 ]
 
@@ -181,18 +182,35 @@ def patient_split(
 
 
 def load_pretrained(network: nn.Module, path: str | os.PathLike | None, key: str = "classifier") -> nn.Module:
-    """Load the weights of a previous classifier run (``finetune``) into ``network``; nothing when ``path`` is None.
+    """Load the weights of a previous classifier run (``finetune``) into ``network``: a weights file, or a run folder
+    (its best-validation or final weights, see :func:`load_best`); nothing when ``path`` is None.
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
     """
     if path is None:
         return network
+    if Path(path).is_dir():
+        return load_best(network, path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no pre-trained classifier (run the 'synthetic' experiment first)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     network.load_state_dict(state.get(key, state))
     return network
+
+
+def load_best(network: nn.Module, run_dir: str | os.PathLike) -> nn.Module:
+    """Load a run's best-validation weights (``model.pt``), or its final weights (``final.pt``) when the run had no
+    validation split.
+
+    Raises:
+        FileNotFoundError: when the run wrote neither.
+    """
+    run_dir = Path(run_dir)
+    for name in ("model.pt", "final.pt"):
+        if (run_dir / name).is_file():
+            return load_pretrained(network, run_dir / name)
+    raise FileNotFoundError(f"{run_dir}: neither model.pt (best validation) nor final.pt was written")
 
 
 class TestAccuracy:
