@@ -6,7 +6,9 @@ one warm-up iteration, and the peak memory is read:
 
 - ``ctsgan``: CT-SGAN at 224^3 with the bundle's default networks (R_v BiLSTM over 222 steps, G_slice 512-32 widths,
   D_slice, D_slab), batch 2, slabs of T = 16 slices, N = 4 slices per slab for D_slice;
-- ``baseline224``: the 3D DCGAN baseline generating 224^3 directly (widths 256-16, critic 16-256), batch 2;
+- ``baseline224``: the 3D DCGAN baseline generating 224^3 directly, with the 128^3 baseline's top widths and one
+  level more (generator 512-32, critic 32-512), batch 2;
+- ``baseline224_narrow``: the same with half the widths (generator 256-16, critic 16-256), a lower bound;
 - ``baseline128``: the paper's baseline at 128^3 (the bundle's baseline_3dgan.json defaults), batch 2.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the growth of the process's peak resident set
@@ -16,7 +18,7 @@ warm-up) and the time to sample one 224^3 CT-SGAN volume (eval mode, 222 "3D sli
 
 Usage (from the repository root)::
 
-    OMP_NUM_THREADS=2 PYTHONPATH=common:bundles/chest_ct_sgan python bench/bench_ctsgan.py [--device cpu] [--cases ...]
+    OMP_NUM_THREADS=2 python bench/bench_ctsgan.py [--device cpu] [--cases ...] [--batch 2] [--slab 16]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "chest_ct_sgan"
-CASES = ("ctsgan", "baseline224", "baseline128")
+CASES = ("ctsgan", "baseline224", "baseline224_narrow", "baseline128")
 
 
 def _rss_mb() -> float:
@@ -47,7 +49,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(case: str, device):
+def build(case: str, device, batch_size: int = 2, slab: int = 16):
     """Networks, optimisers, a trainer and one batch for a case."""
     import torch
 
@@ -56,17 +58,23 @@ def build(case: str, device):
     n = networks
     if case == "ctsgan":
         nets = {"generator": n.CTSGANGenerator(), "slice_critic": n.SliceCritic(), "slab_critic": n.SlabCritic()}
-        batch = {"image": torch.rand(2, 1, 224, 224, 18) * 2 - 1, "slab_start": torch.tensor([0, 100])}
+        batch = {
+            "image": torch.rand(batch_size, 1, 224, 224, slab + 2) * 2 - 1,
+            "slab_start": torch.arange(batch_size) * 50,
+        }
         cls, kwargs = gan.CTSGANTrainer, {"slices_per_slab": 4}
     else:
-        size = 224 if case == "baseline224" else 128
-        g_ch = (256, 128, 64, 32, 16) if size == 224 else (256, 128, 64, 32)
-        d_ch = (16, 32, 64, 128, 256) if size == 224 else (32, 64, 128, 256)
+        size = 128 if case == "baseline128" else 224
+        g_ch, d_ch = {
+            "baseline128": ((256, 128, 64, 32), (32, 64, 128, 256)),  # baseline_3dgan.json defaults
+            "baseline224": ((512, 256, 128, 64, 32), (32, 64, 128, 256, 512)),  # the same top widths, one level more
+            "baseline224_narrow": ((256, 128, 64, 32, 16), (16, 32, 64, 128, 256)),  # half the widths
+        }[case]
         nets = {
             "generator": n.Baseline3DGenerator(gen_size=size, output_size=size, channels=g_ch),
             "critic": n.Baseline3DCritic(size, d_ch),
         }
-        batch = {"image": torch.rand(2, 1, size, size, size) * 2 - 1}
+        batch = {"image": torch.rand(batch_size, 1, size, size, size) * 2 - 1}
         cls, kwargs = gan.Baseline3DGANTrainer, {}
     nets = {k: v.to(device) for k, v in nets.items()}
     opts = {k: torch.optim.Adam(v.parameters(), 1e-4, betas=(0.0, 0.9)) for k, v in nets.items()}
@@ -75,13 +83,13 @@ def build(case: str, device):
     return trainer, batch
 
 
-def worker(case: str, device_name: str) -> dict:
+def worker(case: str, device_name: str, batch_size: int = 2, slab: int = 16) -> dict:
     """One case in this process: setup, warm-up iteration, timed iteration, peak memory."""
     import torch
 
     torch.manual_seed(0)
     device = torch.device(device_name)
-    trainer, batch = build(case, device)
+    trainer, batch = build(case, device, batch_size, slab)
     trainer.state.device = device
     rss_setup = _rss_mb()
     params = {k: sum(p.numel() for p in v.parameters()) for k, v in trainer.networks.items()}
@@ -94,7 +102,9 @@ def worker(case: str, device_name: str) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    out = {"case": case, "device": device_name, "parameters": params, "iteration_s": round(seconds, 2)}
+    out = {"case": case, "device": device_name, "batch": batch_size, "parameters": params}
+    out["slab_slices"] = slab if case == "ctsgan" else None
+    out["iteration_s"] = round(seconds, 2)
     if device.type == "cuda":
         out["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:
@@ -121,17 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
     parser.add_argument("--worker", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="write the results as JSON")
+    parser.add_argument("--batch", type=int, default=2, help="volumes per batch (every case)")
+    parser.add_argument("--slab", type=int, default=16, help="CT-SGAN slab length T")
     args = parser.parse_args(argv)
     if args.worker:
         sys.path[:0] = [str(BUNDLE), str(REPO / "common")]
-        print(json.dumps(worker(args.worker, args.device)))
+        print(json.dumps(worker(args.worker, args.device, args.batch, args.slab)))
         return 0
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]))
     results = []
     for case in args.cases:
         load = os.getloadavg()
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", case, "--device", args.device],
+            [sys.executable, __file__, "--worker", case, "--device", args.device, "--batch", str(args.batch)]
+            + ["--slab", str(args.slab)],
             capture_output=True,
             text=True,
             env=env,
