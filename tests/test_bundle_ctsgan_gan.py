@@ -268,6 +268,13 @@ def test_inference_writes_deterministic_volumes_in_hu(runner, train_run):
         np.testing.assert_allclose(x, y, atol=0.5)
 
 
+def test_bf16_sampling_through_the_amp_switch(runner, train_run, tmp_path):
+    ckpt = str(train_run / "checkpoints" / "checkpoint_epoch=1.pt")
+    runner.run("inference.json", ckpt_path=ckpt, output_dir=str(tmp_path / "bf16"), num_samples=1, amp="bf16")
+    img = load_volume(tmp_path / "bf16" / "ctsgan_0000.nii.gz")[0]
+    assert img.shape == (32, 32, 32) and np.isfinite(img).all() and -1000.5 <= img.min() <= img.max() <= 400.5
+
+
 def test_baseline_trains_and_samples_at_the_output_size(runner, chest_dir, tmp_path):
     out = tmp_path / "base"
     runner.run("train.json", "baseline_3dgan.json", dataset_dir=str(chest_dir), output_dir=str(out))
