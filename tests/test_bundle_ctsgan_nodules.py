@@ -303,3 +303,23 @@ def test_prepare_data_writes_cubes_with_labels(runner, nodule_dir, tmp_path):
     label, _ = load_volume(tmp_path / "cubes" / "labelsTr" / "case0.nii.gz")
     assert image.shape == label.shape == (32, 32, 32) and image.min() >= -1000 and image.max() <= 400
     assert label.sum() > 0 and np.allclose(np.abs(np.diag(affine)[:3]), np.abs(affine[0, 0]))  # isotropic
+
+
+def test_classifier_report_table_and_plot(runner, tmp_path):
+    runs = tmp_path / "runs"
+    for experiment, base in (("real", 0.6), ("synthetic", 0.7), ("finetune", 0.8)):
+        for radius in (7, 8):
+            for seed in range(3):
+                acc = base + 0.01 * seed + 0.05 * (radius - 7)
+                info = {"experiment": experiment, "seed": seed, "nodule_radius": radius, "accuracy": acc}
+                write_json_atomic(info, runs / f"{experiment}_{radius}_{seed}" / "test_metrics.json")
+    runner.run("classifier_report.json", runs_dir=str(runs), output_dir=str(tmp_path / "report"))
+    rows = json.loads((tmp_path / "report" / "accuracy.json").read_text())["rows"]
+    assert [(r["nodule_radius"], r["experiment"]) for r in rows[:3]] == [(7, "real"), (7, "synthetic"), (7, "finetune")]
+    assert rows[0]["mean"] == pytest.approx(0.61) and rows[0]["std"] == pytest.approx(np.std([0.6, 0.61, 0.62]))
+    assert rows[0]["seeds"] == [0, 1, 2] and len(rows) == 6
+    assert "| 8 | finetune | 0.860 ± 0.008 | [0, 1, 2] |" in (tmp_path / "report" / "accuracy.md").read_text()
+    assert (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
+    with pytest.raises(RuntimeError) as info:
+        runner.run("classifier_report.json", runs_dir=str(tmp_path / "none"), output_dir=str(tmp_path / "r2"))
+    assert "no test_metrics.json (run configs/train_classifier.json first)" in str(info.value.__cause__)

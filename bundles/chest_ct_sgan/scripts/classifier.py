@@ -30,6 +30,7 @@ __all__ = [
     "load_pretrained",
     "load_best",
     "TestAccuracy",
+    "summarise_accuracy",
 ]
 
 EXPERIMENTS = ("real", "synthetic", "finetune")
@@ -247,3 +248,80 @@ class TestAccuracy:
         result = {**self.info, "accuracy": correct / max(total, 1), "n_test": total}
         write_json_atomic(result, self.out)
         return result
+
+
+def summarise_accuracy(runs_dir: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Accuracy table and plot of classifier runs (the paper's Fig. 3b layout): mean ± std over seeds per experiment
+    and nodule size, from every ``test_metrics.json`` under ``runs_dir``.
+
+    Args:
+        runs_dir: folder holding the runs (searched recursively).
+        out: output folder (``accuracy.md``, ``accuracy.json``, ``accuracy.png``).
+
+    Returns:
+        ``{"rows": [{"experiment", "nodule_radius", "mean", "std", "seeds"}, ...]}``.
+
+    Raises:
+        FileNotFoundError: when no ``test_metrics.json`` is found.
+    """
+    files = sorted(Path(runs_dir).rglob("test_metrics.json"))
+    if not files:
+        raise FileNotFoundError(f"{runs_dir}: no test_metrics.json (run configs/train_classifier.json first)")
+    groups: dict[tuple[str, Any], dict[int, float]] = {}
+    for f in files:
+        m = json.loads(f.read_text())
+        groups.setdefault((m["experiment"], m.get("nodule_radius")), {})[int(m.get("seed", 0))] = float(m["accuracy"])
+    order = {e: i for i, e in enumerate(EXPERIMENTS)}
+    rows = []
+    for (experiment, radius), by_seed in sorted(
+        groups.items(), key=lambda kv: (float("inf") if kv[0][1] is None else kv[0][1], order.get(kv[0][0], 9))
+    ):
+        acc = np.array(list(by_seed.values()))
+        rows.append(
+            {
+                "experiment": experiment,
+                "nodule_radius": radius,
+                "mean": float(acc.mean()),
+                "std": float(acc.std()),
+                "seeds": sorted(by_seed),
+            }
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["| nodule radius | experiment | test accuracy (mean ± std) | seeds |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['nodule_radius']} | {r['experiment']} | {r['mean']:.3f} ± {r['std']:.3f} | {r['seeds']} |" for r in rows
+    ]
+    (out / "accuracy.md").write_text("\n".join(lines) + "\n")
+    write_json_atomic({"rows": rows}, out / "accuracy.json")
+    _plot_accuracy(rows, out / "accuracy.png")
+    return {"rows": rows}
+
+
+def _plot_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    radii = sorted({str(r["nodule_radius"]) for r in rows})
+    experiments = [e for e in EXPERIMENTS if any(r["experiment"] == e for r in rows)]
+    width = 0.8 / max(len(experiments), 1)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(radii), 3.5))
+    for k, e in enumerate(experiments):
+        xs, means, stds = [], [], []
+        for i, radius in enumerate(radii):
+            for r in rows:
+                if r["experiment"] == e and str(r["nodule_radius"]) == radius:
+                    xs.append(i + k * width)
+                    means.append(r["mean"])
+                    stds.append(r["std"])
+        ax.bar(xs, means, width, yerr=stds, label=e, capsize=2)
+    ax.set_xticks([i + width * (len(experiments) - 1) / 2 for i in range(len(radii))], radii)
+    ax.set_xlabel("nodule radius")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
