@@ -382,10 +382,10 @@ def test_slice_wise_fid_pairs_and_is_per_scan(sg, tmp_path):
         paths.append(
             save_volume(rng.uniform(-1000, 400, (16, 16, 8)).astype(np.float32), np.eye(4), tmp_path / f"{i}.nii.gz")
         )
-    inception = ev.SliceInception(allow_random_weights=True, batch_size=8, every_k=2)
+    inception = ev.SliceInception(allow_random_weights=True, batch_size=8, every_k=4)
     assert inception.note == "random weights: not comparable to published numbers"
     feats, logits = inception(np.zeros((16, 16, 8), np.float32))
-    assert feats.shape == (4, 2048) and logits.shape == (4, 1008)
+    assert feats.shape == (2, 2048) and logits.shape == (2, 1008)
     protocol = ev.SliceWiseProtocol(inception, n_pairs=6, seed=0)
     assert all(v > 0 for v in protocol.fid_pairs(paths, paths, same_set=True))  # never a scan with itself
     assert protocol.fid_pairs(paths[:1], paths[:1], same_set=False) == [0.0] * 6
@@ -408,6 +408,7 @@ def test_evaluate_config_writes_table1_beside_the_papers(runner, chest_dir, trai
         output_dir=str(out),
         allow_random_weights=True,
         suite_metrics=["histogram"],
+        every_k=16,
     )
     result = json.loads((out / "table1.json").read_text())
     assert list(result["table1"]) == ["Real Data", "CT-SGAN (224³)"]  # the missing baseline row is skipped

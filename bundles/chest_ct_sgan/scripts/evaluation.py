@@ -28,7 +28,12 @@ import torch
 from ctsynth.data.io import list_volumes, load_volume, write_json_atomic
 from ctsynth.metrics import evaluate
 from ctsynth.metrics.features.base import RANDOM_WEIGHTS_NOTE, resolve_weights, seeded_torch_init
-from ctsynth.metrics.features.inception import INCEPTION_WHERE, InceptionV3Features, inception_preprocess
+from ctsynth.metrics.features.inception import (
+    INCEPTION_WHERE,
+    InceptionV3Features,
+    inception_preprocess,
+    load_inception_weights,
+)
 from ctsynth.metrics.frechet import frechet_distance
 from ctsynth.metrics.inception_score import inception_score
 
@@ -75,8 +80,6 @@ class SliceInception:
         path = resolve_weights(weights, allow_random_weights, "Inception-v3 (slice-wise FID/IS)", INCEPTION_WHERE)
         net = seeded_torch_init(lambda: InceptionV3Features(variant=variant, num_classes=int(num_classes)))
         if path is not None:
-            from ctsynth.metrics.features.inception import load_inception_weights
-
             load_inception_weights(net, path)
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()

@@ -51,6 +51,8 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 class _AdversarialMixin:
+    """The critic loss with the configured penalty, shared by the CT-SGAN and baseline steps."""
+
     loss: str
     penalty: str
     penalty_weight: float

@@ -442,7 +442,8 @@ class NoduleEditing:
         self.mode, self.source, self.out, self.editor = mode, source, out, editor
         self.window, self.fraction, self.seed = intensity_transform, float(fraction), int(seed)
 
-    def _edited(self, i: int, n: int) -> bool:
+    def _edited(self, i: int) -> bool:
+        """Volume ``i`` is edited when ``floor((i + 1) f) > floor(i f)`` (``floor(n f)`` volumes, evenly spread)."""
         f = self.fraction
         return int(np.floor((i + 1) * f + 1e-9)) > int(np.floor(i * f + 1e-9))
 
@@ -470,7 +471,7 @@ class NoduleEditing:
             label = np.zeros(hu.shape, np.uint8) if "label" not in entry else (load_volume(entry["label"])[0] > 0)
             label = label.astype(np.uint8)
             info: dict[str, Any] = {}
-            if self._edited(i, len(entries)):
+            if self._edited(i):
                 x = np.asarray(self.window({"image": torch.as_tensor(hu, dtype=torch.float32)[None]})["image"][0])
                 if self.mode == "inject":
                     x, label, placed = self.editor(x, np.random.default_rng(per_index_seed(self.seed, i)))
