@@ -198,7 +198,7 @@ def write_table(
     return {
         "md": atomic_write(out / f"{name}.md", lambda tmp: Path(tmp).write_text(md)),
         "csv": atomic_write(out / f"{name}.csv", lambda tmp: Path(tmp).write_text(text)),
-        "json": write_json_atomic(payload, out / f"{name}.json"),  # JSON-safe: NaN -> null, inf -> "inf",
+        "json": write_json_atomic(payload, out / f"{name}.json"),  # JSON-safe: NaN -> null, inf -> "inf"
     }
 
 
