@@ -213,13 +213,26 @@ def compare_runs(
         if arm != baseline and (baseline, k) in per_case:
             test = paired_test(dice, {c: v["dice"] for c, v in per_case[(baseline, k)].items()})
         details.append(
-            {"arm": arm, "folds": k, "n_cases": len(cases), "dice_mean": float(np.mean(list(dice.values()))),
-             "dice_ci": [low, high], "hd95_mean": float(np.nanmean(hd)) if np.isfinite(hd).any() else math.nan,
-             "hd95_ci": [hd_low, hd_high], f"vs_{baseline}": test}
+            {
+                "arm": arm,
+                "folds": k,
+                "n_cases": len(cases),
+                "dice_mean": float(np.mean(list(dice.values()))),
+                "dice_ci": [low, high],
+                "hd95_mean": float(np.nanmean(hd)) if np.isfinite(hd).any() else math.nan,
+                "hd95_ci": [hd_low, hd_high],
+                f"vs_{baseline}": test,
+            }
         )
         rows.append(
-            {"Model": arm, "Folds": k, "Test Dice": details[-1]["dice_mean"], "95% CI": f"[{low:.3f}, {high:.3f}]",
-             "HD95 (mm)": details[-1]["hd95_mean"], f"p vs {baseline}": test["p_value"]}
+            {
+                "Model": arm,
+                "Folds": k,
+                "Test Dice": details[-1]["dice_mean"],
+                "95% CI": f"[{low:.3f}, {high:.3f}]",
+                "HD95 (mm)": details[-1]["hd95_mean"],
+                f"p vs {baseline}": test["p_value"],
+            }
         )
     level, reason = comparability
     table = PaperTable(

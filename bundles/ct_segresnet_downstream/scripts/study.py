@@ -25,7 +25,6 @@ from typing import Any
 
 from ctsynth.data.io import write_json_atomic
 from ctsynth.experiments import StudyArm
-
 from scripts.datalists import StudyInputs, arm_datalist, prepare_inputs, write_datalist
 from scripts.evaluation import score_predictions
 
@@ -52,9 +51,14 @@ def auto3dseg_algos(templates_path_or_url: str | None = None, algo: str = "segre
         FileNotFoundError: when a local templates folder lacks ``<algo>/scripts/algo.py``.
     """
     if not templates_path_or_url:
-        algos = {ALGO_NAME: {"_target_": f"{ALGO_NAME}.scripts.algo.CtsegresnetAlgo", "template_path": str(TEMPLATES_DIR)}}
+        algos = {
+            ALGO_NAME: {"_target_": f"{ALGO_NAME}.scripts.algo.CtsegresnetAlgo", "template_path": str(TEMPLATES_DIR)}
+        }
         return algos, None
-    if "://" not in templates_path_or_url and not (Path(templates_path_or_url) / algo / "scripts" / "algo.py").is_file():
+    if (
+        "://" not in templates_path_or_url
+        and not (Path(templates_path_or_url) / algo / "scripts" / "algo.py").is_file()
+    ):
         raise FileNotFoundError(f"{templates_path_or_url}: no Auto3DSeg template {algo}/scripts/algo.py in this folder")
     return algo, templates_path_or_url
 
@@ -89,7 +93,8 @@ class Auto3DSegRun:
         output_dir: this run's folder.
         n_folds / test_fraction / seed: split settings (used when the split is not recorded yet).
         class_names: names of the foreground classes, in label order.
-        train_params: Auto3DSeg training overrides (``num_epochs``, ``roi_size``, ...).
+        max_epochs: training epochs per fold (``None``: the template's rule, clip(ceil(80000 / n), 300, 1250)).
+        train_params: further Auto3DSeg training overrides (``roi_size``, ``num_images_per_batch``, ...).
         analyze_params: DataAnalyzer settings.
         templates_path_or_url: official templates (see :func:`auto3dseg_algos`).
         cuda_visible_devices: GPUs for Auto3DSeg (``None``: all visible; ``""`` on a CPU machine).
@@ -108,6 +113,7 @@ class Auto3DSegRun:
         test_fraction: float = 0.2,
         seed: int = 0,
         class_names: Sequence[str] | None = None,
+        max_epochs: int | None = None,
         train_params: Mapping[str, Any] | None = None,
         analyze_params: Mapping[str, Any] | None = None,
         templates_path_or_url: str | None = None,
@@ -118,7 +124,10 @@ class Auto3DSegRun:
         self.arm, self.num_fold, self.output_dir = arm, int(num_fold), Path(output_dir)
         self.n_folds, self.test_fraction, self.seed = int(n_folds), float(test_fraction), int(seed)
         self.class_names = list(class_names) if class_names else None
+        self.max_epochs = None if max_epochs is None else int(max_epochs)
         self.train_params = dict(train_params or {})
+        if self.max_epochs is not None:
+            self.train_params["num_epochs"] = self.max_epochs
         self.analyze_params = dict(analyze_params or {"do_ccp": False, "device": "cuda", "worker": 2})
         self.templates_path_or_url = templates_path_or_url
         self.cuda_visible_devices = cuda_visible_devices
@@ -132,7 +141,12 @@ class Auto3DSegRun:
             uses_synthetic = self.arm.kind.value != "real"
             sources = self.synthetic_sources if uses_synthetic else []
             self._inputs = prepare_inputs(
-                self.real_dataset, sources, self.split_file, self.n_folds, self.test_fraction, self.seed,
+                self.real_dataset,
+                sources,
+                self.split_file,
+                self.n_folds,
+                self.test_fraction,
+                self.seed,
                 require_synthetic=uses_synthetic,
             )
         return self._inputs
@@ -160,7 +174,9 @@ class Auto3DSegRun:
                 f"{self.real_dataset} have {len(labels) - 1} foreground value(s) {labels[1:]}"
             )
         if not 1 <= self.num_fold <= self.inputs.split.n_folds:
-            raise ValueError(f"num_fold must be in 1..{self.inputs.split.n_folds} (folds of the split), got {self.num_fold}")
+            raise ValueError(
+                f"num_fold must be in 1..{self.inputs.split.n_folds} (folds of the split), got {self.num_fold}"
+            )
         auto3dseg_algos(self.templates_path_or_url)
         return datalist
 
@@ -178,27 +194,45 @@ class Auto3DSegRun:
         datalist_file = write_datalist(datalist, self.output_dir / "datalist.json")
         n_syn = sum(r["source"] == "synthetic" for r in datalist["training"])
         write_json_atomic(
-            {"arm": self.arm.name, "kind": self.arm.kind.value, "num_fold": self.num_fold,
-             "split_file": str(self.inputs.split_path), "real_dataset": str(self.real_dataset),
-             "synthetic_sources": self.inputs.sources, "n_training_real": len(datalist["training"]) - n_syn,
-             "n_training_synthetic": n_syn, "n_test": len(datalist["testing"]), "labels": self.inputs.labels},
+            {
+                "arm": self.arm.name,
+                "kind": self.arm.kind.value,
+                "num_fold": self.num_fold,
+                "split_file": str(self.inputs.split_path),
+                "real_dataset": str(self.real_dataset),
+                "synthetic_sources": self.inputs.sources,
+                "n_training_real": len(datalist["training"]) - n_syn,
+                "n_training_synthetic": n_syn,
+                "n_test": len(datalist["testing"]),
+                "labels": self.inputs.labels,
+            },
             self.output_dir / "run_inputs.json",
         )
         algos, templates = auto3dseg_algos(self.templates_path_or_url)
         names = self.class_names or [f"class{v}" for v in self.inputs.labels[1:]]
-        source = {"modality": "CT", "dataroot": str(self._dataroot()), "datalist": str(datalist_file),
-                  "class_names": names}
+        source = {
+            "modality": "CT",
+            "dataroot": str(self._dataroot()),
+            "datalist": str(datalist_file),
+            "class_names": names,
+        }
         runner = AutoRunner(
-            work_dir=str(self.output_dir / "auto3dseg"), input=source, algos=algos, templates_path_or_url=templates,
+            work_dir=str(self.output_dir / "auto3dseg"),
+            input=source,
+            algos=algos,
+            templates_path_or_url=templates,
             ensemble=self.ensemble,
         )
         runner.set_num_fold(self.num_fold)
         runner.set_training_params(self.train_params)
         runner.set_analyze_params(self.analyze_params)
-        runner.set_device_info(cuda_visible_devices=self.cuda_visible_devices, cmd_prefix=os.environ.get("CMD_PREFIX") or sys.executable)
+        runner.set_device_info(
+            cuda_visible_devices=self.cuda_visible_devices, cmd_prefix=os.environ.get("CMD_PREFIX") or sys.executable
+        )
         pred_dir = self.output_dir / "predictions"
-        runner.set_image_save_transform(output_dir=str(pred_dir), output_postfix=PRED_POSTFIX, separate_folder=False,
-                                        data_root_dir="")
+        runner.set_image_save_transform(
+            output_dir=str(pred_dir), output_postfix=PRED_POSTFIX, separate_folder=False, data_root_dir=""
+        )
         runner.run()
         classes = self.inputs.labels[1:]
         return score_predictions(datalist["testing"], pred_dir, classes, self.output_dir / "test", PRED_POSTFIX)

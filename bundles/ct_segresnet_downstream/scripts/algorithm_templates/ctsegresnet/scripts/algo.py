@@ -31,7 +31,7 @@ def epochs_for(n_train: int) -> int:
 def roi_for(shape_at_spacing: list[float]) -> list[int]:
     """Training ROI: the median image size at the target spacing rounded up to a multiple of 16 (the network's
     overall stride), capped at 224 x 224 x 144 voxels."""
-    return [int(min(m, 16 * math.ceil(s / 16))) for s, m in zip(shape_at_spacing, MAX_ROI)]
+    return [int(min(m, 16 * math.ceil(s / 16))) for s, m in zip(shape_at_spacing, MAX_ROI, strict=True)]
 
 
 class CtsegresnetAlgo(BundleAlgo):
@@ -72,7 +72,7 @@ class CtsegresnetAlgo(BundleAlgo):
             "output_classes": max(labels) + 1,
             "class_names": source.get("class_names"),
             "resample_resolution": spacing,
-            "roi_size": roi_for([m / s for m, s in zip(size_mm, spacing)]),
+            "roi_size": roi_for([m / s for m, s in zip(size_mm, spacing, strict=True)]),
             "intensity_bounds": [float(fg["percentile_00_5"]), float(fg["percentile_99_5"])],
             "num_epochs": epochs_for(n_train),
             **kwargs,

@@ -133,7 +133,9 @@ def run(config_file: str | Sequence[str] | None = None, **override: Any) -> floa
             print(f"epoch {epoch + 1}/{epochs} loss {row['train_loss']:.4f} val dice {mean:.4f} {dice}", flush=True)
             if mean > best:
                 best = mean
-                torch.save({"state_dict": net.state_dict(), "epoch": epoch + 1, "best_metric": best}, f"{ckpt_dir}/model.pt")
+                torch.save(
+                    {"state_dict": net.state_dict(), "epoch": epoch + 1, "best_metric": best}, f"{ckpt_dir}/model.pt"
+                )
                 progress.append({"best_avg_dice_score": best, "best_dice_per_class": dice, "epoch": epoch + 1})
                 ConfigParser.export_config_file(progress, f"{ckpt_dir}/progress.yaml", fmt="yaml")
             with open(f"{ckpt_dir}/accuracy_history.csv", "w", newline="") as fh:
