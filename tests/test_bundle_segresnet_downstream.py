@@ -318,9 +318,10 @@ def test_compare_runs_writes_thesis_table_and_plot(seg, tmp_path):
     paths = seg.evaluation.compare_runs(tmp_path, ["real", "real+synthetic"], [1, 5], n_resamples=500)
     md = paths["md"].read_text()
     assert "0.5219" in md and "0.4869" in md and "not comparable" in md
+    assert "| real+synthetic | 5 | ours |" in md  # our row right under the paper's
     table = json.loads(paths["json"].read_text())
     paper = [r for r in table["rows"] if r["Source"].startswith("paper")]
-    assert {(r["Model"], r["Folds"], r["Test Dice"]) for r in paper} >= {("real+synthetic", 5, 0.52193)}
+    assert {(r["Model"], r["Folds"], r["Test Dice"]) for r in paper} >= {("real+synthetic", "5", 0.52193)}
     comparison = json.loads(paths["comparison"].read_text())
     mixed = [r for r in comparison["runs"] if r["arm"] == "real+synthetic" and r["folds"] == 5][0]
     assert mixed["vs_real"]["p_value"] == pytest.approx(2 * 1 / 2**8)  # all 8 differences positive: exact p

@@ -227,7 +227,7 @@ def compare_runs(
         rows.append(
             {
                 "Model": arm,
-                "Folds": k,
+                "Folds": str(k),
                 "Test Dice": details[-1]["dice_mean"],
                 "95% CI": f"[{low:.3f}, {high:.3f}]",
                 "HD95 (mm)": details[-1]["hd95_mean"],
@@ -240,7 +240,7 @@ def compare_runs(
         title="Test Dice on held-out real patients (layout of the HA-GAN thesis, Tables 5.20/5.24/5.25)",
         columns=("Model", "Folds", "Source", "Test Dice", "95% CI", "HD95 (mm)", f"p vs {baseline}"),
         key_columns=("Model", "Folds"),
-        paper_values={key: {"Test Dice": v} for key, v in PAPER_TEST_DICE.items()},
+        paper_values={(arm, str(k)): {"Test Dice": v} for (arm, k), v in PAPER_TEST_DICE.items()},
         citation="Guttulsrud 2023 (HA-GAN thesis), Tables 5.20, 5.24, 5.25",
         protocol=(
             "Auto3DSeg AutoRunner per arm; 1 fold = the fold-0 model, k folds = Auto3DSeg's best-by-fold ensemble; "
