@@ -8,8 +8,8 @@ Everything is checked before anything is written (:func:`prepare_inputs` raises 
 - a synthetic pair whose label is empty, or holds a value that is not a label of the real data;
 - a synthetic source whose labels together do not cover the real label set (e.g. tumour only where the real data has
   pancreas and tumour);
-- a synthetic source whose generator trained on a held-out test patient (its declared ``trained_on``), or whose
-  pairs carry a test patient's case id.
+- a synthetic source without a declared ``trained_on``, whose generator trained on a held-out test patient, or which
+  holds a voxel-identical copy of a test scan (e.g. the real folder passed as synthetic).
 """
 
 from __future__ import annotations
