@@ -333,44 +333,49 @@ def test_compare_runs_writes_thesis_table_and_plot(seg, tmp_path):
 # ------------------------------------------------------------------ smoke runs through monai.bundle (AutoRunner)
 @pytest.mark.slow
 def test_train_config_smoke_cli(bundle_runner, phantoms, tmp_path):
-    """train.json alone: the synthetic-only arm, 1 fold (data analysis, generation, training, prediction, scores)."""
+    """train.json alone: the real+synthetic arm with 2 folds (data analysis, generation, two trainings, the fold
+    ensemble on the test patients, scores)."""
     pytest.importorskip("yaml", reason="MONAI Auto3DSeg needs PyYAML")
     study = tmp_path / "study"
     synthetic = repr([{"path": str(phantoms / "synthetic"), "trained_on": []}])
     args = ("--dataset_dir", str(phantoms / "real"), "--synthetic_sources", synthetic, "--study_dir", str(study))
-    bundle_runner(BUNDLE).run_cli("train.json", args=(*args, "--arm", "synthetic", "--num_fold", "1"), timeout=300)
-    run = study / "synthetic" / "folds_1"
+    bundle_runner(BUNDLE).run_cli("train.json", args=(*args, "--arm", "real+synthetic", "--num_fold", "2"), timeout=300)
+    run = study / "real+synthetic" / "folds_2"
     metrics = json.loads((run / "test" / "metrics.json").read_text())
     assert metrics["n_cases"] == 2 and 0.0 <= metrics["dice"] <= 1.0
+    split = json.loads((study / "split.json").read_text())
     datalist = json.loads((run / "datalist.json").read_text())
-    assert {r["source"] for r in datalist["training"]} == {"synthetic"}
-    assert (run / "auto3dseg" / "ctsegresnet_0" / "model" / "model.pt").is_file()
-    assert not (run / "auto3dseg" / "ctsegresnet_1").exists()  # 1 fold: only the fold-0 algorithm
+    assert not {r["case"] for r in datalist["training"]} & set(split["test"])
+    assert {Path(r["image"]).name for r in datalist["testing"]} == {f"{c}.nii.gz" for c in split["test"]}
+    inputs = json.loads((run / "run_inputs.json").read_text())
+    assert (inputs["n_training_real"], inputs["n_training_synthetic"]) == (4, 4)
+    for fold in (0, 1):
+        assert (run / "auto3dseg" / f"ctsegresnet_{fold}" / "model" / "model.pt").is_file()
+    assert len(list((run / "predictions").glob("*_seg.nii.gz"))) == 2
 
 
 @pytest.mark.slow
 def test_study_smoke_cli(bundle_runner, phantoms, tmp_path):
-    """study.json: real and real+synthetic arms with a 2-fold ensemble each, then the table, plot and tests."""
+    """study.json: real-only and synthetic-only arms, 1 fold each, then the table, plot and paired test."""
     pytest.importorskip("yaml", reason="MONAI Auto3DSeg needs PyYAML")
     study = tmp_path / "study"
     synthetic = repr([{"path": str(phantoms / "synthetic"), "trained_on": []}])
-    arms = repr([{"name": "real", "kind": "real"}, {"name": "mix", "kind": "real+synthetic", "mix_ratio": 1.0}])
+    arms = repr([{"name": "real", "kind": "real"}, {"name": "synthetic", "kind": "synthetic"}])
     args = ("--dataset_dir", str(phantoms / "real"), "--synthetic_sources", synthetic, "--study_dir", str(study))
     bundle_runner(BUNDLE).run_cli(
-        "train.json", "study.json", args=(*args, "--arms", arms, "--fold_settings", "[2]"), timeout=400
+        "train.json", "study.json", args=(*args, "--arms", arms, "--fold_settings", "[1]"), timeout=400
     )
     split = json.loads((study / "split.json").read_text())
-    for arm in ("real", "mix"):
-        run = study / arm / "folds_2"
+    for arm, sources in (("real", {"real"}), ("synthetic", {"synthetic"})):
+        run = study / arm / "folds_1"
         datalist = json.loads((run / "datalist.json").read_text())
+        assert {r["source"] for r in datalist["training"]} == sources
         assert not {r["case"] for r in datalist["training"]} & set(split["test"])
-        for fold in (0, 1):
-            assert (run / "auto3dseg" / f"ctsegresnet_{fold}" / "model" / "model.pt").is_file()
-        assert len(list((run / "predictions").glob("*_seg.nii.gz"))) == 2
-    mixed = json.loads((study / "mix" / "folds_2" / "run_inputs.json").read_text())
-    assert (mixed["n_training_real"], mixed["n_training_synthetic"]) == (4, 4)
+        assert (run / "auto3dseg" / "ctsegresnet_0" / "model" / "model.pt").is_file()
+        assert not (run / "auto3dseg" / "ctsegresnet_1").exists()  # 1 fold: only the fold-0 algorithm
     comparison = json.loads((study / "comparison.json").read_text())
-    assert [(r["arm"], r["folds"]) for r in comparison["runs"]] == [("real", 2), ("mix", 2)]
+    assert [(r["arm"], r["folds"]) for r in comparison["runs"]] == [("real", 1), ("synthetic", 1)]
     assert comparison["runs"][1]["vs_real"]["n"] == 2
-    assert "| real | 2 | ours |" in (study / "table_test_dice.md").read_text()
+    table = (study / "table_test_dice.md").read_text()
+    assert "| real | 1 | ours |" in table and "| synthetic | 1 | ours |" in table
     assert (study / "dice_by_arm.png").stat().st_size > 0
