@@ -359,9 +359,9 @@ def test_study_smoke_cli(bundle_runner, phantoms, tmp_path):
     """study.json: real-only and synthetic-only arms, 1 fold each, then the table, plot and paired test."""
     pytest.importorskip("yaml", reason="MONAI Auto3DSeg needs PyYAML")
     study = tmp_path / "study"
-    synthetic = repr([{"path": str(phantoms / "synthetic"), "trained_on": []}])
     arms = repr([{"name": "real", "kind": "real"}, {"name": "synthetic", "kind": "synthetic"}])
-    args = ("--dataset_dir", str(phantoms / "real"), "--synthetic_sources", synthetic, "--study_dir", str(study))
+    args = ("--dataset_dir", str(phantoms / "real"), "--synthetic_dir", str(phantoms / "synthetic"))
+    args += ("--synthetic_trained_on", "[]", "--study_dir", str(study))
     bundle_runner(BUNDLE).run_cli(
         "train.json", "study.json", args=(*args, "--arms", arms, "--fold_settings", "[1]"), timeout=400
     )
