@@ -93,8 +93,18 @@ def test_config_properties(bundle_runner, phantoms, tmp_path):
     assert not (tmp_path / "study").exists()  # building the workflow writes nothing
 
 
-def test_no_download_in_default_path(seg, tmp_path):
+def test_no_download_in_default_path(seg, tmp_path, monkeypatch):
+    import monai.apps.auto3dseg.bundle_gen as bundle_gen
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("Auto3DSeg tried to download its algorithm templates")
+
+    monkeypatch.setattr(bundle_gen, "download_and_extract", no_network)
+    monkeypatch.setattr(bundle_gen, "_download_algos_url", no_network)
     algos, templates = seg.study.auto3dseg_algos(None)
+    gen = bundle_gen.BundleGen(algo_path=str(tmp_path), algos=algos, templates_path_or_url=templates)
+    assert [type(a).__name__ for a in gen.algos] == ["CtsegresnetAlgo"] and gen.algos[0].name == "ctsegresnet"
+    assert not (tmp_path / "algorithm_templates").exists()  # nothing copied or fetched
     assert templates is None and isinstance(algos, dict)  # a dict of algos: AutoRunner never fetches its archive
     spec = algos["ctsegresnet"]
     assert (Path(spec["template_path"]) / "ctsegresnet" / "scripts" / "algo.py").is_file()
