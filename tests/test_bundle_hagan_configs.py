@@ -139,7 +139,7 @@ def test_inference_without_weights_says_how_to_train(runner, tmp_path):
     assert "no checkpoint file at" in proc.stderr and "configs/train.json --dataset_dir" in proc.stderr
 
 
-def test_channels_pair_mode_trains_and_samples(runner, phantoms):
+def test_channels_pair_mode_trains_in_bf16_and_samples(runner, phantoms):
     out = phantoms.parent / "run_channels"
     runner.run(
         "train.json",
@@ -148,11 +148,14 @@ def test_channels_pair_mode_trains_and_samples(runner, phantoms):
         pair_mode="channels",
         mask_encoding="binary_pm1",
         lr_preset="original",
+        amp="bf16",
     )
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert json.loads(state["network_definitions"])["generator"]["out_channels"] == 2
     assert json.loads(state["run_info"])["spacing_mm"] == [1.125, 1.125, 1.125]
     assert state["g_optimizer"]["param_groups"][0]["lr"] == 1e-4
+    row = (out / "losses.csv").read_text().splitlines()[1]
+    assert all(math.isfinite(float(v)) for v in row.split(",")[1:])
     samples = out / "samples"
     runner.run("inference.json", ckpt_path=str(out / "checkpoints" / "checkpoint_epoch=1.pt"), output_dir=str(samples),
                num_samples=1, num_previews=0, min_component_voxels=1)  # fmt: skip
@@ -269,3 +272,17 @@ def test_two_process_ddp_training(phantoms, tmp_path):
     assert len(list((out / "tensorboard").glob("events.*"))) == 1
     state = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 2
+
+
+def test_loss_plot_smooths_with_the_thesis_ema(runner, train_run, tmp_path):
+    with runner.scripts():
+        import scripts.loss_plot as lp
+
+        np.testing.assert_allclose(lp.ema([1.0, 0.0, 0.0], alpha=0.5), [1.0, 0.5, 0.25])
+        with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\], got 0"):
+            lp.ema([1.0], alpha=0)
+        curves = lp.read_iteration_losses(train_run)
+        assert set(curves) == set(lp.LOSSES) and list(curves["g_loss"][0]) == [1, 2]
+        assert lp.plot_losses(train_run, tmp_path / "ema.png").stat().st_size > 0
+        with pytest.raises(FileNotFoundError, match="no event file"):
+            lp.read_iteration_losses(tmp_path)

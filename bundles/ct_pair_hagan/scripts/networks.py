@@ -82,16 +82,15 @@ def upsample_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     y = F.conv3d(F.pad(x, (1, 1, 1, 1, 1, 1)), kernels, b)  # (B, 8 C_out, d+1, h+1, w+1)
     n, _, d, h, w = x.shape
     y = y.view(n, 2, 2, 2, c_out, d + 1, h + 1, w + 1)
-    parts = [[[y[:, a, b_, c, :, a : a + d, b_ : b_ + h, c : c + w] for c in (0, 1)] for b_ in (0, 1)] for a in (0, 1)]
-    # interleave the parities: out[..., 2i + a, 2j + b, 2k + c] = parts[a][b][c][..., i, j, k]
-    out = torch.stack([torch.stack([torch.stack(pc, -1) for pc in pb], -3) for pb in parts], -5)
-    # out: (B, C_out, d, 2(a), h, 2(b), w, 2(c))
-    out = out.reshape(n, c_out, 2 * d, 2 * h, 2 * w)
-    return (
-        out.contiguous(memory_format=torch.channels_last_3d)
-        if x.is_contiguous(memory_format=torch.channels_last_3d)
-        else out
-    )
+    # interleave the parities in one pass: out[..., 2i + a, 2j + b, 2k + c] = phase (a, b, c) at (i, j, k)
+    fmt = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
+    out = torch.empty((n, c_out, 2 * d, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=fmt)
+    grid = out.view(n, c_out, d, 2, h, 2, w, 2)
+    for a in (0, 1):
+        for b_ in (0, 1):
+            for c in (0, 1):
+                grid[:, :, :, a, :, b_, :, c] = y[:, a, b_, c, :, a : a + d, b_ : b_ + h, c : c + w]
+    return out
 
 
 class _ConvGNReLU(nn.Sequential):
