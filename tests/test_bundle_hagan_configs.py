@@ -231,7 +231,7 @@ def test_evaluate_writes_thesis_tables_for_images_and_masks(runner, train_run, p
     assert all(ours[k] is not None and math.isfinite(ours[k]) for k in ("image_fid", "mask_fid", "image_is_softmax"))
     assert summary["flags"] and "random weights" in summary["flags"][0]
     table = (out / "thesis_tables.md").read_text()
-    assert "| thesis: HPO17 (interp_0_2, Table 5.14 'Baseline') | 0.00282 | 1e-05 |" in table
+    assert "| thesis: HPO17 (interp_0_2, Table 5.14 'Baseline') | 0.00282 | 0.00001 | 1.01891 | 1.00010 |" in table
     assert "FLAGS" in table
     images = json.loads((out / "images" / "metrics.json").read_text())
     assert {"fid3d_medicalnet", "is", "is_softmax", "masks", "memorisation"} <= set(images["metrics"])

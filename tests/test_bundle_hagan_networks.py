@@ -18,6 +18,7 @@ import torch.nn.functional as F
 def hagan(bundle_runner):
     with bundle_runner("ct_pair_hagan").scripts() as scripts:
         import scripts.data
+        import scripts.evaluation
         import scripts.hagan
         import scripts.networks
         import scripts.sampling
@@ -403,3 +404,47 @@ def test_sampler_redraws_rejected_pairs_and_counts_them(hagan, tmp_path):
         "image": "./sample_0000.nii.gz",
         "label": "./labels/sample_0000.nii.gz",
     }
+
+
+# ---------------------------------------------------------------- evaluation tables
+
+
+def test_thesis_tables_put_ours_beside_the_thesis(hagan, tmp_path):
+    import json
+
+    ev = hagan.evaluation
+
+    def metrics(fid, is_raw, is_soft, flag=None):
+        entry = {"value": fid, "flag": flag}
+        return {"metrics": {"fid3d_medicalnet": entry, "is": {"value": is_raw}, "is_softmax": {"value": is_soft}}}
+
+    (tmp_path / "i.json").write_text(json.dumps(metrics(0.5, 1.02, 3.0, flag="random weights")))
+    (tmp_path / "m.json").write_text(json.dumps(metrics(0.25, 1.001, 2.0)))
+    evaluation = ev.HAGANEvaluation(tmp_path, tmp_path, tmp_path, 256, [], [], ev.EvaluationOptions())
+    summary = evaluation.write_tables(tmp_path / "i.json", tmp_path / "m.json")
+    assert summary["ours"] == {
+        "image_fid": 0.5,
+        "mask_fid": 0.25,
+        "image_is_thesis": 1.02,
+        "mask_is_thesis": 1.001,
+        "image_is_softmax": 3.0,
+        "mask_is_softmax": 2.0,
+    }
+    table = (tmp_path / "thesis_tables.md").read_text()
+    assert "| thesis: Original LR (Table 5.16) | 0.04877 | 0.00007 | 1.13935 | 1.00014 | - | - |" in table
+    assert "| this run | 0.5 | 0.25 | 1.02 | 1.001 | 3 | 2 |" in table
+    assert "FLAGS" in table and "- random weights" in table
+    assert json.loads((tmp_path / "thesis_tables.json").read_text())["flags"] == ["random weights"]
+
+
+def test_masks_become_binary_pm1_volumes(hagan, tmp_path):
+    from ctsynth.data.io import load_volume, save_volume
+
+    ev = hagan.evaluation
+
+    mask = np.zeros((4, 4, 4), np.uint8)
+    mask[1, 1, 1] = 2
+    save_volume(mask, np.diag([2.0, 2.0, 3.0, 1.0]), tmp_path / "in" / "a.nii.gz")
+    out = ev.masks_as_volumes([tmp_path / "in" / "a.nii.gz"], tmp_path / "out")
+    vol, affine = load_volume(out / "a.nii.gz")
+    assert vol[1, 1, 1] == 600.0 and vol[0, 0, 0] == -1024.0 and affine[2, 2] == 3.0

@@ -221,7 +221,7 @@ class HAGANEvaluation:
             "|---|---|---|---|---|---|---|",
         ]
         for name, row in THESIS_TABLES.get(self.size, {}).items():
-            lines.append(f"| thesis: {name} | " + " | ".join(fmt(v) for v in row) + " | - | - |")
+            lines.append(f"| thesis: {name} | " + " | ".join(f"{v:.5f}" for v in row) + " | - | - |")  # as printed
         lines.append(
             "| this run | "
             + " | ".join(
