@@ -11,7 +11,8 @@ Sampling variants of one ``S^3`` volume (batch 1, latent 1024, channel 32), befo
 
 Training: one iteration of ``HAGANTrainer.train_step`` (D, G, E^H, E^G updates) at 128 and 256, batch 1, against a
 plain 3D GAN step (the same generator producing the whole ``S^3`` volume, a 6-layer strided SN-conv discriminator on the
-whole volume, D and G updates), which is what HA-GAN avoids.
+whole volume, D and G updates), which is what HA-GAN avoids; ``*_literal`` variants use the literal
+upsample-then-convolve generator of the HA-GAN code instead of the sub-pixel form.
 
 Every case runs in its own process, so the peak resident memory (``ru_maxrss``) is that case's alone. The machine is
 shared: the 1-minute load average is printed with every figure.
@@ -35,7 +36,7 @@ from pathlib import Path
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "ct_pair_hagan"
 SAMPLE_VARIANTS = ("reference", "fused", "fused_cl", "fused_cl_bf16")
-TRAIN_VARIANTS = ("hagan_128", "hagan_256", "plain_256")
+TRAIN_VARIANTS = ("hagan_128", "hagan_256", "plain_256", "hagan_256_literal", "plain_256_literal")
 
 
 def _peak_gb() -> float:
@@ -95,12 +96,12 @@ def run_train(variant: str, repeats: int) -> dict:
     from scripts.networks import HAGANDiscriminator, HAGANEncoder, HAGANGenerator, HAGANSubEncoder
 
     torch.manual_seed(0)
-    kind, size = variant.split("_")
-    size = int(size)
+    kind, size, *form = variant.split("_")
+    size, fused = int(size), form != ["literal"]
     real = torch.rand(1, 1, size, size, size) * 2 - 1
     if kind == "hagan":
         nets = {
-            "generator": HAGANGenerator(size),
+            "generator": HAGANGenerator(size, fused_upsample=fused),
             "discriminator": HAGANDiscriminator(size),
             "encoder": HAGANEncoder(),
             "sub_encoder": HAGANSubEncoder(size),
@@ -113,7 +114,7 @@ def run_train(variant: str, repeats: int) -> dict:
             trainer.train_step({"pair": real})
 
     else:
-        g, d = HAGANGenerator(size), PlainDiscriminator3D(size)
+        g, d = HAGANGenerator(size, fused_upsample=fused), PlainDiscriminator3D(size)
         opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.0, 0.999))
         opt_d = torch.optim.Adam(d.parameters(), lr=4e-4, betas=(0.0, 0.999))
 
