@@ -139,6 +139,7 @@ def test_inference_without_weights_says_how_to_train(runner, tmp_path):
     assert "no checkpoint file at" in proc.stderr and "configs/train.json --dataset_dir" in proc.stderr
 
 
+@pytest.mark.slow
 def test_channels_pair_mode_trains_in_bf16_and_samples(runner, phantoms):
     out = phantoms.parent / "run_channels"
     runner.run(
