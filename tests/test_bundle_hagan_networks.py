@@ -448,3 +448,16 @@ def test_masks_become_binary_pm1_volumes(hagan, tmp_path):
     out = ev.masks_as_volumes([tmp_path / "in" / "a.nii.gz"], tmp_path / "out")
     vol, affine = load_volume(out / "a.nii.gz")
     assert vol[1, 1, 1] == 600.0 and vol[0, 0, 0] == -1024.0 and affine[2, 2] == 3.0
+
+
+def test_hecktor_z_crop_overlay(hagan):
+    import json
+    from pathlib import Path
+
+    overlay = Path(hagan.__file__).resolve().parents[1] / "configs" / "hecktor_z_crop.json"
+    table = json.loads(overlay.read_text())["z_crop_table"]
+    crop = hagan.data.ZCropTabled(["image", "label"], table)
+    expected = {"CHUP-001": 340, "CHUM-013": 172, "CHUM-014": 0, "CHUS-101": 100, "CHUV-041": 172, "CHUV-042": 0,
+                "HMR-028": 172, "MDA-200": 140, "MDA-002": 0, "HGJ-001": 0}  # fmt: skip
+    assert {case: crop.slices_for(f"{case}__CT.nii.gz") for case in expected} == expected
+    assert sum(1 for k in table if k.startswith("MDA-")) == 48
