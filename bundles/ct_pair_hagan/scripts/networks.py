@@ -79,7 +79,7 @@ def upsample_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     c_out = weight.shape[0]
     kernels = _phase_kernels(weight).to(x.dtype)
     b = None if bias is None else bias.to(x.dtype).repeat(8)
-    y = F.conv3d(F.pad(x, (1, 1, 1, 1, 1, 1)), kernels, b)  # (B, 8 C_out, d+1, h+1, w+1)
+    y = F.conv3d(x, kernels, b, padding=1)  # (B, 8 C_out, d+1, h+1, w+1): zero padding of 1, kernel 2
     n, _, d, h, w = x.shape
     y = y.view(n, 2, 2, 2, c_out, d + 1, h + 1, w + 1)
     # interleave the parities in one pass: out[..., 2i + a, 2j + b, 2k + c] = phase (a, b, c) at (i, j, k)
