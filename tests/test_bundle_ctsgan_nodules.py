@@ -376,3 +376,99 @@ def test_classifier_report_table_and_plot(runner, tmp_path):
     with pytest.raises(RuntimeError) as info:
         runner.run("classifier_report.json", runs_dir=str(tmp_path / "none"), output_dir=str(tmp_path / "r2"))
     assert "no test_metrics.json (run configs/train_classifier.json first)" in str(info.value.__cause__)
+
+
+# ---------------------------------------------------------------- the classifier study end to end
+
+
+def _chest_dataset(root: Path, names: list[str], seed: int, labels: bool = True) -> None:
+    """Chest phantoms (48^3 at 7 mm, one 14 mm nodule each: it survives the 32^3 cube), MSD layout."""
+    from ctsynth.data.phantoms import make_chest_phantom
+
+    training = []
+    for i, name in enumerate(names):
+        v = make_chest_phantom(48, 7.0, seed=seed + i, nodules=1, nodule_radius_mm=14.0)
+        save_volume(v.image.astype(np.float32), v.affine, root / "imagesTr" / f"{name}.nii.gz")
+        entry = {"image": f"./imagesTr/{name}.nii.gz"}
+        if labels:
+            save_volume(v.label, v.affine, root / "labelsTr" / f"{name}.nii.gz")
+            entry["label"] = f"./labelsTr/{name}.nii.gz"
+        training.append(entry)
+    write_json_atomic({"training": training}, root / "dataset.json")
+
+
+@pytest.mark.slow
+def test_study_keeps_test_patients_out_of_every_training_input(runner, tmp_path):
+    """The whole study through monai.bundle on phantoms (1 seed, 1 nodule radius, 32^3 cubes): the split is made
+    first and recorded; no test patient is in the training input of either nodule GAN or any classifier run; the
+    accuracy table covers every experiment."""
+    from monai.bundle import ConfigParser
+
+    from ctsynth.experiments import PatientSplit, case_id_of
+
+    cases = [f"pat{i}" for i in range(6)]
+    _chest_dataset(tmp_path / "chest", cases, seed=0)
+    cubes = tmp_path / "cubes"
+    runner.run("prepare_data.json", dataset_dir=str(tmp_path / "chest"), output_dir=str(cubes), n_folds=2,
+               test_fraction=0.34)  # fmt: skip
+    split_file = cubes / "split.json"
+    split = PatientSplit.load(split_file)
+    test = set(split.test)
+    assert set(split.cases) == set(cases) and len(test) == 2
+
+    # nodule GANs: only development patients reach the trainer
+    gan_runs = {}
+    for mode in ("inject", "erase"):
+        gan_runs[mode] = tmp_path / f"run_{mode}"
+        overrides = {"mode": mode, "dataset_dir": str(tmp_path / "chest"), "split_file": str(split_file)}
+        runner.run("train_nodule_gan.json", output_dir=str(gan_runs[mode]), **overrides)
+        with runner.scripts():
+            parser = ConfigParser()
+            parser.read_config(runner.config_files("train_nodule_gan.json"))
+            parser.update({"bundle_root": str(runner.root), **overrides})
+            items = parser.get_parsed_content("train#datalist")
+        assert {case_id_of(it) for it in items} == set(split.cases) - test, mode
+
+    # the classifier's real set: half of the real cubes with their nodules erased (test patients' cubes are its test
+    # set); the synthetic source: "CT-SGAN volumes" of other patients
+    real = tmp_path / "classifier_real"
+    erase_ckpt = str(gan_runs["erase"] / "checkpoints" / "checkpoint_epoch=1.pt")
+    runner.run("nodules.json", mode="erase", ckpt_path=erase_ckpt, source=str(cubes / "dataset.json"),
+               output_dir=str(real))  # fmt: skip
+    _chest_dataset(tmp_path / "samples", [f"sample_{i}" for i in range(4)], seed=50, labels=False)
+    study = tmp_path / "study"
+    runner.run(
+        "train_classifier.json",
+        run_id="run_study",
+        bundle_root=str(runner.root),
+        study_dir=str(study),
+        real_datalist=str(real / "datalist.json"),
+        split_file=str(split_file),
+        inject_ckpt=str(gan_runs["inject"] / "checkpoints" / "checkpoint_epoch=1.pt"),
+        ctsgan_samples=str(tmp_path / "samples" / "imagesTr"),
+        nodule_radii=[2.0],
+        study_seeds=[0],
+    )
+    rows = json.loads((study / "report" / "accuracy.json").read_text())["rows"]
+    assert [(r["experiment"], r["nodule_radius"], r["seeds"]) for r in rows] == [
+        ("synthetic", 2.0, [0]),
+        ("finetune", 2.0, [0]),
+        ("real", None, [0]),
+    ]
+    assert "| real nodules | real |" in (study / "report" / "accuracy.md").read_text()
+    assert (study / "radius_2" / "study_metrics.csv").is_file() and (study / "real" / "study_summary.json").is_file()
+
+    # every classifier run: what it trained and validated on, read back from its config, holds no test patient
+    runs = {"real": study / "real", "synthetic": study / "radius_2", "finetune": study / "radius_2"}
+    synthetic_list = study / "radius_2" / "synthetic" / "datalist.json"
+    for experiment, study_dir in runs.items():
+        metrics = json.loads((study_dir / experiment / "seed_0" / "test_metrics.json").read_text())
+        assert metrics["experiment"] == experiment and metrics["n_test"] == 2  # the 2 test patients' cubes
+        with runner.scripts():
+            parser = ConfigParser()
+            parser.read_config(runner.config_files("train_classifier.json"))
+            parser.update({"bundle_root": str(runner.root), "experiment": experiment, "study_dir": str(study_dir),
+                           "real_datalist": str(real / "datalist.json"), "split_file": str(split_file),
+                           "synthetic_datalist": str(synthetic_list)})  # fmt: skip
+            train = parser.get_parsed_content("train_entries") + parser.get_parsed_content("splits")["val"]
+        assert train and {case_id_of(it) for it in train}.isdisjoint(test), experiment
