@@ -175,19 +175,24 @@ def test_squeezenet_parameter_count_by_hand(sg):
     assert c.SqueezeNet3D(width=0.125)(torch.zeros(2, 1, 32, 32, 32)).shape == (2, 1)
 
 
-def test_patient_split_is_stratified_and_disjoint(sg):
-    c = sg.classifier
-    assert c.split_counts(1200, (0.75, 0.125, 0.125)) == [900, 150, 150]
-    assert c.split_counts(4, (0.75, 0.125, 0.125)) == [2, 1, 1]
-    entries = [{"image": f"{i}", "label": float(i % 2), "patient": f"p{i // 2}"} for i in range(40)]
-    entries = [dict(e, label=float(int(e["patient"][1:]) % 2)) for e in entries]  # both scans of a patient agree
-    splits = c.patient_split(entries, seed=3)
-    patients = {k: {e["patient"] for e in v} for k, v in splits.items()}
-    assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
-    assert sum(len(v) for v in splits.values()) == 40
-    assert all({e["label"] for e in v} == {0.0, 1.0} for v in splits.values())
-    with pytest.raises(ValueError, match="fractions must be three non-negative numbers summing to 1"):
-        c.patient_split(entries, (0.5, 0.5, 0.5))
+def test_classifier_roles_and_gan_records_follow_the_recorded_split(runner, tmp_path):
+    from ctsynth.experiments import make_patient_split
+
+    with runner.scripts():
+        import scripts.study as study
+    cases = [f"p{i}" for i in range(10)]
+    split = make_patient_split(cases, n_folds=2, test_fraction=0.2, seed=1)
+    split.save(tmp_path / "split.json")
+    entries = [{"image": f"/x/{c}.nii.gz", "label": float(i % 2), "case": c} for i, c in enumerate(cases)]
+    roles = study.classifier_splits(entries, split, fold=1)
+    assert {e["case"] for e in roles["test"]} == set(split.test)
+    assert {e["case"] for e in roles["val"]} == set(split.folds[1])
+    assert {e["case"] for e in roles["train"]} == set(split.folds[0])
+    kept = study.development_records([{"image": f"/d/{c}.nii.gz"} for c in cases], tmp_path / "split.json")
+    assert len(kept) == 8 and {Path(k["image"]).name[:-7] for k in kept}.isdisjoint(split.test)
+    assert study.development_records(entries, None) == entries
+    with pytest.raises(ValueError, match=r"record\(s\) of patients not in the split, e.g. \['stranger'\]"):
+        study.development_records([{"image": "/d/stranger.nii.gz"}], tmp_path / "split.json")
 
 
 def test_classifier_datalist_errors_name_the_file(sg, tmp_path):
@@ -265,22 +270,34 @@ def classifier_datalist(tmp_path_factory):
 
 
 def test_classifier_experiments_real_synthetic_finetune(runner, classifier_datalist, tmp_path):
-    common = dict(real_datalist=str(classifier_datalist), synthetic_datalist=str(classifier_datalist))
-    runner.run("train_classifier.json", experiment="synthetic", output_dir=str(tmp_path / "syn"), **common)
-    syn = json.loads((tmp_path / "syn" / "test_metrics.json").read_text())
+    from ctsynth.experiments import make_patient_split
+
+    # 12 patients: 2 test, 5 folds of 2; fold 0 validates, 8 train
+    split = make_patient_split([f"p{i}" for i in range(12)], n_folds=5, test_fraction=1 / 6, seed=0)
+    split_file = str(split.save(tmp_path / "split.json"))
+    common = dict(real_datalist=str(classifier_datalist), split_file=split_file, study_dir=str(tmp_path))
+    # a synthetic set of other "patients": the real volumes under other names
+    syn_list = json.loads(classifier_datalist.read_text())
+    syn_list["training"] = [{**e, "case": f"syn{i}"} for i, e in enumerate(syn_list["training"])]
+    write_json_atomic(syn_list, classifier_datalist.parent / "synthetic.json")
+    common["synthetic_datalist"] = str(classifier_datalist.parent / "synthetic.json")
+    runner.run("train_classifier.json", experiment="synthetic", **common)
+    syn = json.loads((tmp_path / "synthetic" / "seed_0" / "test_metrics.json").read_text())
     assert syn["experiment"] == "synthetic" and syn["n_train"] == 12 and syn["n_test"] == 2
     assert 0.0 <= syn["accuracy"] <= 1.0
-    pretrained = str(tmp_path / "syn" / "model.pt")
-    runner.run(
-        "train_classifier.json", experiment="finetune", pretrained_ckpt=pretrained, output_dir=str(tmp_path / "ft"),
-        **common,
-    )  # fmt: skip
-    ft = json.loads((tmp_path / "ft" / "test_metrics.json").read_text())
-    assert ft["experiment"] == "finetune" and ft["n_train"] == 8  # the real training split (4 + 4 patients)
+    runner.run("train_classifier.json", experiment="finetune", **common)  # starts from synthetic/seed_0
+    ft = json.loads((tmp_path / "finetune" / "seed_0" / "test_metrics.json").read_text())
+    assert ft["experiment"] == "finetune" and ft["n_train"] == 8  # the training patients of fold 0
+    # the real datalist as the "synthetic" set puts test patients into the training input: refused
+    with pytest.raises(RuntimeError) as info:
+        runner.run("train_classifier.json", **{**common, "synthetic_datalist": str(classifier_datalist)},
+                   experiment="synthetic", seed=1)  # fmt: skip
+    leaked = sorted(split.test)
+    assert f"classifier synthetic seed 1: test patient(s) in the training input: {leaked}" in str(info.value.__cause__)
     with pytest.raises(RuntimeError) as info:
         runner.run(
-            "train_classifier.json", experiment="finetune", pretrained_ckpt=str(tmp_path / "none.pt"),
-            output_dir=str(tmp_path / "x"), **common,
+            "train_classifier.json", experiment="finetune", pretrained_ckpt=str(tmp_path / "none.pt"), seed=2,
+            **common,
         )  # fmt: skip
     assert "no pre-trained classifier (run the 'synthetic' experiment first)" in str(info.value.__cause__)
 
@@ -296,13 +313,49 @@ def test_smoke_overlay_covers_every_config(runner):
 
 
 def test_prepare_data_writes_cubes_with_labels(runner, nodule_dir, tmp_path):
-    runner.run("prepare_data.json", dataset_dir=str(nodule_dir), output_dir=str(tmp_path / "cubes"))
+    runner.run(
+        "prepare_data.json", dataset_dir=str(nodule_dir), output_dir=str(tmp_path / "cubes"), n_folds=2,
+        test_fraction=0.34,
+    )  # fmt: skip
     dataset = json.loads((tmp_path / "cubes" / "dataset.json").read_text())
     assert [e["image"] for e in dataset["training"]] == [f"./imagesTr/case{i}.nii.gz" for i in range(3)]
+    assert [e["case"] for e in dataset["training"]] == [f"case{i}" for i in range(3)]
+    split = json.loads((tmp_path / "cubes" / "split.json").read_text())  # recorded in the run folder
+    assert len(split["test"]) == 1 and sorted(split["test"] + sum(split["folds"], [])) == ["case0", "case1", "case2"]
     image, affine = load_volume(tmp_path / "cubes" / "imagesTr" / "case0.nii.gz")
     label, _ = load_volume(tmp_path / "cubes" / "labelsTr" / "case0.nii.gz")
     assert image.shape == label.shape == (32, 32, 32) and image.min() >= -1000 and image.max() <= 400
     assert label.sum() > 0 and np.allclose(np.abs(np.diag(affine)[:3]), np.abs(affine[0, 0]))  # isotropic
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [("nan", "NaN or infinite"), ("label", "label values [2] not in allowed labels [0, 1]"), ("hu", "not HU")],
+)
+def test_prepare_data_refuses_bad_inputs_naming_the_file(runner, nodule_dir, tmp_path, problem, message):
+    """The shared input checks run first: nothing is written for a dataset with a NaN scan, a label other than the
+    nodule's 1, or intensities that are not HU; the error names the file."""
+    import shutil
+
+    data = tmp_path / "chest"
+    shutil.copytree(nodule_dir, data)
+    bad = data / ("labelsTr" if problem == "label" else "imagesTr") / "case1.nii.gz"
+    volume, affine = load_volume(bad)
+    if problem == "nan":
+        volume[3, 4, 5] = np.nan
+    elif problem == "label":
+        volume[volume > 0] = 2
+    else:
+        volume = (volume + 1000.0) / 1400.0  # scaled to [0, 1]
+    save_volume(volume.astype(np.uint8 if problem == "label" else np.float32), affine, bad)
+    with pytest.raises(RuntimeError) as info:
+        runner.run("prepare_data.json", dataset_dir=str(data), output_dir=str(tmp_path / "cubes"), n_folds=2)
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__
+    assert any(str(bad) in m and message in m for m in chain), chain
+    assert not (tmp_path / "cubes").exists()
 
 
 def test_classifier_report_table_and_plot(runner, tmp_path):
@@ -323,3 +376,99 @@ def test_classifier_report_table_and_plot(runner, tmp_path):
     with pytest.raises(RuntimeError) as info:
         runner.run("classifier_report.json", runs_dir=str(tmp_path / "none"), output_dir=str(tmp_path / "r2"))
     assert "no test_metrics.json (run configs/train_classifier.json first)" in str(info.value.__cause__)
+
+
+# ---------------------------------------------------------------- the classifier study end to end
+
+
+def _chest_dataset(root: Path, names: list[str], seed: int, labels: bool = True) -> None:
+    """Chest phantoms (48^3 at 7 mm, one 14 mm nodule each: it survives the 32^3 cube), MSD layout."""
+    from ctsynth.data.phantoms import make_chest_phantom
+
+    training = []
+    for i, name in enumerate(names):
+        v = make_chest_phantom(48, 7.0, seed=seed + i, nodules=1, nodule_radius_mm=14.0)
+        save_volume(v.image.astype(np.float32), v.affine, root / "imagesTr" / f"{name}.nii.gz")
+        entry = {"image": f"./imagesTr/{name}.nii.gz"}
+        if labels:
+            save_volume(v.label, v.affine, root / "labelsTr" / f"{name}.nii.gz")
+            entry["label"] = f"./labelsTr/{name}.nii.gz"
+        training.append(entry)
+    write_json_atomic({"training": training}, root / "dataset.json")
+
+
+@pytest.mark.slow
+def test_study_keeps_test_patients_out_of_every_training_input(runner, tmp_path):
+    """The whole study through monai.bundle on phantoms (1 seed, 1 nodule radius, 32^3 cubes): the split is made
+    first and recorded; no test patient is in the training input of either nodule GAN or any classifier run; the
+    accuracy table covers every experiment."""
+    from monai.bundle import ConfigParser
+
+    from ctsynth.experiments import PatientSplit, case_id_of
+
+    cases = [f"pat{i}" for i in range(6)]
+    _chest_dataset(tmp_path / "chest", cases, seed=0)
+    cubes = tmp_path / "cubes"
+    runner.run("prepare_data.json", dataset_dir=str(tmp_path / "chest"), output_dir=str(cubes), n_folds=2,
+               test_fraction=0.34)  # fmt: skip
+    split_file = cubes / "split.json"
+    split = PatientSplit.load(split_file)
+    test = set(split.test)
+    assert set(split.cases) == set(cases) and len(test) == 2
+
+    # nodule GANs: only development patients reach the trainer
+    gan_runs = {}
+    for mode in ("inject", "erase"):
+        gan_runs[mode] = tmp_path / f"run_{mode}"
+        overrides = {"mode": mode, "dataset_dir": str(tmp_path / "chest"), "split_file": str(split_file)}
+        runner.run("train_nodule_gan.json", output_dir=str(gan_runs[mode]), **overrides)
+        with runner.scripts():
+            parser = ConfigParser()
+            parser.read_config(runner.config_files("train_nodule_gan.json"))
+            parser.update({"bundle_root": str(runner.root), **overrides})
+            items = parser.get_parsed_content("train#datalist")
+        assert {case_id_of(it) for it in items} == set(split.cases) - test, mode
+
+    # the classifier's real set: half of the real cubes with their nodules erased (test patients' cubes are its test
+    # set); the synthetic source: "CT-SGAN volumes" of other patients
+    real = tmp_path / "classifier_real"
+    erase_ckpt = str(gan_runs["erase"] / "checkpoints" / "checkpoint_epoch=1.pt")
+    runner.run("nodules.json", mode="erase", ckpt_path=erase_ckpt, source=str(cubes / "dataset.json"),
+               output_dir=str(real))  # fmt: skip
+    _chest_dataset(tmp_path / "samples", [f"sample_{i}" for i in range(4)], seed=50, labels=False)
+    study = tmp_path / "study"
+    runner.run(
+        "train_classifier.json",
+        run_id="run_study",
+        bundle_root=str(runner.root),
+        study_dir=str(study),
+        real_datalist=str(real / "datalist.json"),
+        split_file=str(split_file),
+        inject_ckpt=str(gan_runs["inject"] / "checkpoints" / "checkpoint_epoch=1.pt"),
+        ctsgan_samples=str(tmp_path / "samples" / "imagesTr"),
+        nodule_radii=[2.0],
+        study_seeds=[0],
+    )
+    rows = json.loads((study / "report" / "accuracy.json").read_text())["rows"]
+    assert [(r["experiment"], r["nodule_radius"], r["seeds"]) for r in rows] == [
+        ("synthetic", 2.0, [0]),
+        ("finetune", 2.0, [0]),
+        ("real", None, [0]),
+    ]
+    assert "| real nodules | real |" in (study / "report" / "accuracy.md").read_text()
+    assert (study / "radius_2" / "study_metrics.csv").is_file() and (study / "real" / "study_summary.json").is_file()
+
+    # every classifier run: what it trained and validated on, read back from its config, holds no test patient
+    runs = {"real": study / "real", "synthetic": study / "radius_2", "finetune": study / "radius_2"}
+    synthetic_list = study / "radius_2" / "synthetic" / "datalist.json"
+    for experiment, study_dir in runs.items():
+        metrics = json.loads((study_dir / experiment / "seed_0" / "test_metrics.json").read_text())
+        assert metrics["experiment"] == experiment and metrics["n_test"] == 2  # the 2 test patients' cubes
+        with runner.scripts():
+            parser = ConfigParser()
+            parser.read_config(runner.config_files("train_classifier.json"))
+            parser.update({"bundle_root": str(runner.root), "experiment": experiment, "study_dir": str(study_dir),
+                           "real_datalist": str(real / "datalist.json"), "split_file": str(split_file),
+                           "synthetic_datalist": str(synthetic_list)})  # fmt: skip
+            train = parser.get_parsed_content("train_entries") + parser.get_parsed_content("splits")["val"]
+        assert train and {case_id_of(it) for it in train}.isdisjoint(test), experiment

@@ -1,5 +1,5 @@
 """The downstream nodule classifier of the paper (Sec. 3, Fig. 3b): a 3D SqueezeNet predicting whether a chest volume
-holds a nodule, its datalists, the patient-level split, and the test-accuracy report.
+holds a nodule, its datalists and the test-accuracy report (the patient-level split and the study: ``scripts.study``).
 
 Experiments (``experiment`` in ``train_classifier.json``): ``real`` (train on the real training split),
 ``synthetic`` (train on the synthetic volumes with injected nodules), ``finetune`` (start from a ``synthetic`` run's
@@ -25,8 +25,6 @@ __all__ = [
     "Fire3d",
     "SqueezeNet3D",
     "load_classifier_datalist",
-    "split_counts",
-    "patient_split",
     "load_pretrained",
     "load_best",
     "TestAccuracy",
@@ -108,10 +106,10 @@ class SqueezeNet3D(nn.Module):
 
 
 def load_classifier_datalist(path: str | os.PathLike, key: str = "training") -> list[dict[str, Any]]:
-    """Entries ``{"image", "label": 0.0 | 1.0, "patient"}`` of a datalist written by ``nodules.json``.
+    """Entries ``{"image", "label": 0.0 | 1.0, "case"}`` of a datalist written by ``nodules.json``.
 
-    The class is the entry's ``nodule`` flag; paths are made absolute against the datalist's folder; ``patient`` is the
-    entry's ``patient`` field, else the image's file stem.
+    The class is the entry's ``nodule`` flag; paths are made absolute against the datalist's folder; ``case`` (the
+    patient id of the study's split) is the entry's ``case`` field, else the image's file name without ``.nii.gz``.
 
     Raises:
         FileNotFoundError: when the datalist or an image is missing.
@@ -128,57 +126,10 @@ def load_classifier_datalist(path: str | os.PathLike, key: str = "training") -> 
         image = Path(e["image"]) if Path(e["image"]).is_absolute() else path.parent / e["image"]
         if not image.is_file():
             raise FileNotFoundError(f"{path}: entry {i}: image {image} not found")
-        patient = str(e.get("patient", nifti_stem(image)))
-        out.append({"image": str(image), "label": float(e["nodule"]), "patient": patient})
+        case = str(e.get("case", nifti_stem(image)))
+        out.append({"image": str(image), "label": float(e["nodule"]), "case": case})
     if not out:
         raise ValueError(f"{path}: no entries under '{key}'")
-    return out
-
-
-def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """Sizes of the splits of ``n`` items: ``floor(f * n)`` each, the rest to empty splits first, then to the largest
-    remainders; a split with a positive fraction gets at least one item when ``n`` allows (taken from the largest)."""
-    f = np.asarray(fractions, dtype=float)
-    counts = np.floor(f * n).astype(int)
-    order = sorted(range(len(f)), key=lambda k: (counts[k] > 0, -(f[k] * n - counts[k])))
-    for k in order[: n - counts.sum()]:
-        counts[k] += 1
-    wanted = [k for k in range(len(f)) if f[k] > 0]
-    while n >= len(wanted) and any(counts[k] == 0 for k in wanted):
-        counts[int(np.argmax(counts))] -= 1
-        counts[next(k for k in wanted if counts[k] == 0)] += 1
-    return [int(c) for c in counts]
-
-
-def patient_split(
-    entries: Sequence[Mapping[str, Any]], fractions: Sequence[float] = (0.75, 0.125, 0.125), seed: int = 0
-) -> dict[str, list[dict[str, Any]]]:
-    """Split entries into ``train`` / ``val`` / ``test`` by patient (no patient in two splits), stratified by class.
-
-    Patients are grouped by their class (a patient with any nodule volume counts as positive), shuffled with ``seed``
-    and cut in each class by ``fractions`` (the paper's 900 / 150 / 150 of 1,200 scans), so both classes are
-    represented in each split when possible.
-
-    Raises:
-        ValueError: when the fractions are not three non-negative numbers summing to 1.
-    """
-    f = np.asarray(fractions, dtype=float)
-    if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
-    patients: dict[str, float] = {}
-    for e in entries:
-        patients[e["patient"]] = max(patients.get(e["patient"], 0.0), float(e["label"]))
-    rng = np.random.default_rng(seed)
-    split_of: dict[str, str] = {}
-    for cls in sorted(set(patients.values())):
-        group = sorted(p for p, c in patients.items() if c == cls)
-        rng.shuffle(group)
-        n_train, n_val, _ = split_counts(len(group), f)
-        for i, p in enumerate(group):
-            split_of[p] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
-    out: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
-    for e in entries:
-        out[split_of[e["patient"]]].append(dict(e))
     return out
 
 
@@ -290,12 +241,18 @@ def summarise_accuracy(runs_dir: str | os.PathLike, out: str | os.PathLike) -> d
     out.mkdir(parents=True, exist_ok=True)
     lines = ["| nodule radius | experiment | test accuracy (mean ± std) | seeds |", "|---|---|---|---|"]
     lines += [
-        f"| {r['nodule_radius']} | {r['experiment']} | {r['mean']:.3f} ± {r['std']:.3f} | {r['seeds']} |" for r in rows
+        f"| {_radius_text(r['nodule_radius'])} | {r['experiment']} | {r['mean']:.3f} ± {r['std']:.3f} | {r['seeds']} |"
+        for r in rows
     ]
     (out / "accuracy.md").write_text("\n".join(lines) + "\n")
     write_json_atomic({"rows": rows}, out / "accuracy.json")
     _plot_accuracy(rows, out / "accuracy.png")
     return {"rows": rows}
+
+
+def _radius_text(radius: Any) -> str:
+    """Table / plot label of a nodule radius (``None``: a run on real data only, whose nodules are the scans' own)."""
+    return "real nodules" if radius is None else f"{radius:g}" if isinstance(radius, float) else str(radius)
 
 
 def _plot_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -304,7 +261,7 @@ def _plot_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    radii = sorted({str(r["nodule_radius"]) for r in rows})
+    radii = list(dict.fromkeys(_radius_text(r["nodule_radius"]) for r in rows))
     experiments = [e for e in EXPERIMENTS if any(r["experiment"] == e for r in rows)]
     width = 0.8 / max(len(experiments), 1)
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(radii), 3.5))
@@ -312,7 +269,7 @@ def _plot_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         xs, means, stds = [], [], []
         for i, radius in enumerate(radii):
             for r in rows:
-                if r["experiment"] == e and str(r["nodule_radius"]) == radius:
+                if r["experiment"] == e and _radius_text(r["nodule_radius"]) == radius:
                     xs.append(i + k * width)
                     means.append(r["mean"])
                     stds.append(r["std"])

@@ -5,8 +5,9 @@ the classifier."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
@@ -14,11 +15,27 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from ctsynth.data.io import datalist_image_entries, list_volumes, nifti_stem, save_volume, write_json_atomic
 from ctsynth.transforms.chest import ChestTo224d
 
-__all__ = ["write_chest_cubes"]
+__all__ = ["chest_cases", "write_chest_cubes"]
+
+
+def chest_cases(source: str | os.PathLike, max_volumes: int | None = None) -> list[dict[str, Any]]:
+    """The scans of a chest dataset: ``[{"image", "label"?}, ...]`` with absolute paths.
+
+    Args:
+        source: an MSD ``dataset.json`` / datalist (labels kept), a folder holding one, or a folder of NIfTI scans
+            (images only).
+        max_volumes: first N scans only.
+    """
+    src = Path(source)
+    if src.is_file() or not any(src.glob("*.nii*")):
+        entries = [dict(e) for e in datalist_image_entries(src)]
+    else:
+        entries = [{"image": str(p)} for p in list_volumes(src)]
+    return entries[: max_volumes or None]
 
 
 def write_chest_cubes(
-    source: str | os.PathLike,
+    source: str | os.PathLike | Sequence[Mapping[str, Any]],
     out: str | os.PathLike,
     size: int = 224,
     hu_window: Sequence[float] = (-1000.0, 400.0),
@@ -28,8 +45,11 @@ def write_chest_cubes(
 ) -> Path:
     """Write ``imagesTr/`` (float32 HU) and, for entries with a ``label``, ``labelsTr/`` cubes plus ``dataset.json``.
 
+    Every ``dataset.json`` entry carries its ``case`` (the scan's file name without ``.nii.gz``: one scan per
+    patient), the id of the study's patient split.
+
     Args:
-        source: an MSD ``dataset.json`` / datalist (labels kept) or a folder of NIfTI scans (images only).
+        source: the scans (:func:`chest_cases`), or what :func:`chest_cases` reads them from.
         out: destination folder.
         size: cube edge.
         hu_window: HU clipping range.
@@ -40,12 +60,11 @@ def write_chest_cubes(
     Returns:
         Path of the written ``dataset.json``.
     """
-    src, out = Path(source), Path(out)
-    if src.is_file() or not any(src.glob("*.nii*")):
-        entries = [dict(e) for e in datalist_image_entries(src)]
+    out = Path(out)
+    if isinstance(source, str | os.PathLike):
+        entries = chest_cases(source, max_volumes)
     else:
-        entries = [{"image": str(p)} for p in list_volumes(src)]
-    entries = entries[: max_volumes or None]
+        entries = [dict(e) for e in source][: max_volumes or None]
     dataset = out / "dataset.json"
     if dataset.is_file() and not overwrite and len(list(out.glob("imagesTr/*.nii.gz"))) == len(entries):
         return dataset
@@ -63,7 +82,7 @@ def write_chest_cubes(
         )
         d = cube(load({k: str(entry[k]) for k in keys}))
         name = f"{nifti_stem(entry['image'])}.nii.gz"
-        item = {"image": f"./imagesTr/{name}"}
+        item = {"image": f"./imagesTr/{name}", "case": nifti_stem(entry["image"])}
         save_volume(d["image"][0].numpy().astype(np.float32), d["image"].affine.numpy(), out / "imagesTr" / name)
         if "label" in keys:
             save_volume(d["label"][0].numpy().astype(np.uint8), d["label"].affine.numpy(), out / "labelsTr" / name)
