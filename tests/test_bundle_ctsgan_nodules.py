@@ -39,7 +39,8 @@ def _windowed(hu: np.ndarray) -> np.ndarray:
 def phantom():
     from ctsynth.data.phantoms import make_chest_phantom
 
-    return make_chest_phantom(48, 7.0, seed=1, nodules=1, nodule_radius_mm=14.0)
+    # an isolated nodule: a juxta-pleural one touches the chest wall, outside an intensity-based lung mask
+    return make_chest_phantom(48, 7.0, seed=1, nodules=1, nodule_radius_mm=14.0, nodule_sites={"isolated": 1.0})
 
 
 @pytest.fixture(scope="module")

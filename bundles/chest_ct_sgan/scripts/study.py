@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,13 @@ from ctsynth.experiments import (
     PatientSplit,
     StudyRunner,
     assert_no_test_leak,
+    bundle_cli_overrides,
     filter_records,
-    overrides_from_argv,
 )
 
 from .classifier import EXPERIMENTS
 
-__all__ = ["bundle_cli_overrides", "classifier_splits", "development_records", "NoduleClassifierStudy"]
+__all__ = ["classifier_splits", "development_records", "NoduleClassifierStudy"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +81,6 @@ def classifier_splits(
     if empty:
         raise ValueError(f"no real classifier volume for the {empty} role(s) of fold {fold} of the recorded split")
     return splits
-
-
-def bundle_cli_overrides(exclude: Sequence[str] = ()) -> dict[str, Any]:
-    """The overrides of the ``python -m monai.bundle run ...`` command line that started this process (``{}`` when
-    the process was started otherwise, e.g. by pytest), as :func:`ctsynth.experiments.overrides_from_argv` reads
-    them."""
-    main = Path(sys.argv[0]) if sys.argv else Path()
-    if main.parts[-3:] != ("monai", "bundle", "__main__.py") or len(sys.argv) < 2 or sys.argv[1] != "run":
-        return {}
-    return overrides_from_argv(sys.argv[1:], exclude=exclude)
 
 
 class NoduleClassifierStudy:

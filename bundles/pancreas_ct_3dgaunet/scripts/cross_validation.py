@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,9 @@ from ctsynth.experiments import (
     StudyArm,
     StudyRunner,
     assert_no_test_leak,
+    bundle_cli_overrides,
     load_or_make_patient_split,
     make_patient_split,
-    overrides_from_argv,
 )
 from ctsynth.experiments.arms import synthetic_counts_for_balance as balance_counts
 from ctsynth.report.tables import write_table
@@ -49,7 +48,6 @@ __all__ = [
     "PAPER_CLASSIFIER_RESULTS",
     "ClassifierStudy",
     "build_classifier_datalist",
-    "bundle_cli_overrides",
     "cubes_without_label",
     "latest_checkpoint",
     "list_volumes",
@@ -499,15 +497,6 @@ def _comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         ]
         rows.append(dict(zip(COMPARISON_COLUMNS, values, strict=True)))
     return rows
-
-
-def bundle_cli_overrides() -> dict[str, Any]:
-    """The config overrides given on the command line when this process is ``python -m monai.bundle run ...``
-    (:func:`ctsynth.experiments.overrides_from_argv`), else ``{}``; the study forwards them to every run."""
-    main = Path(sys.argv[0]) if sys.argv else Path()
-    if main.parts[-3:] != ("monai", "bundle", "__main__.py") or len(sys.argv) < 2 or sys.argv[1] != "run":
-        return {}
-    return overrides_from_argv(sys.argv[1:])
 
 
 class ClassifierStudy:

@@ -2,7 +2,7 @@
 study runner that runs a bundle config per arm and fold."""
 
 from ctsynth.experiments.arms import ArmKind, StudyArm, synthetic_counts_for_balance
-from ctsynth.experiments.runner import StudyRunner, overrides_from_argv
+from ctsynth.experiments.runner import StudyRunner, bundle_cli_overrides, overrides_from_argv
 from ctsynth.experiments.splits import (
     PatientSplit,
     assert_no_test_leak,
@@ -22,6 +22,7 @@ __all__ = [
     "filter_records",
     "load_or_make_patient_split",
     "make_patient_split",
+    "bundle_cli_overrides",
     "overrides_from_argv",
     "synthetic_counts_for_balance",
 ]

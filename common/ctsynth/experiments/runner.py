@@ -32,7 +32,7 @@ import numpy as np
 
 from ctsynth.data.io import atomic_write, write_json_atomic
 
-__all__ = ["RUN_ARGUMENTS", "StudyRunner", "cli_value", "overrides_from_argv"]
+__all__ = ["RUN_ARGUMENTS", "StudyRunner", "bundle_cli_overrides", "cli_value", "overrides_from_argv"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,24 @@ def _parse_value(text: str) -> Any:
     from fire.parser import DefaultParseValue
 
     return DefaultParseValue(text)
+
+
+def bundle_cli_overrides(exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The config overrides of the ``python -m monai.bundle run ...`` command line that started this process.
+
+    A study started from a bundle config forwards these to every run it starts, so nothing the user gave is dropped.
+
+    Args:
+        exclude: ids to leave out (those the study sets for each run itself).
+
+    Returns:
+        ``{id: value}`` (:func:`overrides_from_argv`), or ``{}`` when the process was started otherwise (pytest, a
+        script).
+    """
+    main = Path(sys.argv[0]) if sys.argv else Path()
+    if main.parts[-3:] != ("monai", "bundle", "__main__.py") or len(sys.argv) < 2 or sys.argv[1] != "run":
+        return {}
+    return overrides_from_argv(sys.argv[1:], exclude=exclude)
 
 
 def overrides_from_argv(argv: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> dict[str, Any]:
