@@ -4,7 +4,6 @@ and the train_classifier / blend / evaluate configs run through ``python -m mona
 from __future__ import annotations
 
 import csv
-import importlib
 import itertools
 import json
 import math
@@ -22,30 +21,31 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "pancreas_ct_3dgaunet"
 
 
-def _bundle_scripts(name: str):
-    """Import ``scripts.<name>`` of this bundle (other bundles also have a ``scripts`` package: evict theirs)."""
-    loaded = sys.modules.get("scripts")
-    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").parent != BUNDLE / "scripts":
-        for key in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[key]
-    if str(BUNDLE) not in sys.path:
-        sys.path.insert(0, str(BUNDLE))
-    return importlib.import_module(f"scripts.{name}")
+@pytest.fixture(scope="module")
+def bundle_scripts(bundle_runner):
+    """The bundle's ``scripts`` package (the shared ``bundle_runner`` fixture restores ``sys.modules``/``sys.path``)."""
+    with bundle_runner("pancreas_ct_3dgaunet").scripts() as scripts:
+        import scripts.classifier
+        import scripts.cross_validation
+        import scripts.evaluation
+        import scripts.prepare
+
+        yield scripts
 
 
 @pytest.fixture(scope="module")
-def clf():
-    return _bundle_scripts("classifier")
+def clf(bundle_scripts):
+    return bundle_scripts.classifier
 
 
 @pytest.fixture(scope="module")
-def cv():
-    return _bundle_scripts("cross_validation")
+def cv(bundle_scripts):
+    return bundle_scripts.cross_validation
 
 
 @pytest.fixture(scope="module")
-def ev():
-    return _bundle_scripts("evaluation")
+def ev(bundle_scripts):
+    return bundle_scripts.evaluation
 
 
 # ----------------------------------------------------------------------------------------------- network
@@ -722,7 +722,7 @@ def test_build_datalist_keeps_each_patient_on_one_side(cv, tmp_path):
 
 
 @pytest.mark.slow
-def test_study_keeps_test_patients_out_of_every_training_input(cv, tmp_path):
+def test_study_keeps_test_patients_out_of_every_training_input(cv, bundle_scripts, tmp_path):
     """A small study on phantoms (with and without tumours): the split is made first and recorded, and no stage's
     training input (GAN cubes of both GANs, blend inputs, every classifier arm and fold) holds a test patient."""
     from monai.bundle import ConfigParser
@@ -761,7 +761,7 @@ def test_study_keeps_test_patients_out_of_every_training_input(cv, tmp_path):
     data["training"].append({**data["training"][0], "case": sorted(test)[0]})
     datalist_file.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=rf"test patient\(s\) in the training input: \['{sorted(test)[0]}'\]"):
-        _bundle_scripts("prepare").load_cube_datalist(datalist_file)
+        bundle_scripts.prepare.load_cube_datalist(datalist_file)
     data["training"].pop()
     datalist_file.write_text(json.dumps(data))
 

@@ -31,13 +31,9 @@ CONFIGS = BUNDLE / "configs"
 
 
 @pytest.fixture(scope="module")
-def gan_scripts():
-    """The bundle's ``scripts`` package, imported with the bundle root on ``sys.path`` (restored afterwards)."""
-    saved = {k: v for k, v in sys.modules.items() if k == "scripts" or k.startswith("scripts.")}
-    for k in saved:
-        del sys.modules[k]
-    sys.path.insert(0, str(BUNDLE))
-    try:
+def gan_scripts(bundle_runner):
+    """The bundle's ``scripts`` package (the shared ``bundle_runner`` fixture restores ``sys.modules``/``sys.path``)."""
+    with bundle_runner("pancreas_ct_3dgaunet").scripts() as scripts:
         import scripts.augmentation
         import scripts.checkpoint_selection
         import scripts.gan
@@ -45,12 +41,6 @@ def gan_scripts():
         import scripts.prepare
 
         yield scripts
-    finally:
-        # ConfigWorkflow.run also puts the bundle root on sys.path: remove every copy
-        sys.path[:] = [p for p in sys.path if not (p and Path(p).resolve() == BUNDLE)]
-        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-            del sys.modules[k]
-        sys.modules.update(saved)
 
 
 def run_bundle(config: str | list[str], *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
