@@ -120,7 +120,7 @@ def test_autoencoder_and_discriminator_counts_match_the_layer_list():
         attention_levels=(False, False, False), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
     )  # fmt: skip
     assert count(pair) == autoencoder_count(2, 8, [64, 128, 256])
-    disc = PatchDiscriminator(spatial_dims=3, num_layers_d=3, channels=32, in_channels=1, out_channels=1, norm="INSTANCE")
+    disc = PatchDiscriminator(spatial_dims=3, num_layers_d=3, channels=32, in_channels=1, norm="INSTANCE")
     # 4^3 convs 1->32 (bias), 32->64, 64->128, 128->256 (no bias: instance norm follows), 256->1 (bias)
     by_hand = conv(1, 32, 4) + conv(32, 64, 4, False) + conv(64, 128, 4, False) + conv(128, 256, 4, False)
     assert count(disc) == by_hand + conv(256, 1, 4) == 2_770_977

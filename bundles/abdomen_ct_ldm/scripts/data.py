@@ -43,7 +43,8 @@ def load_cases(dataset_dir: str | os.PathLike, need_labels: bool = False) -> lis
     if need_labels and unlabelled:
         raise ValueError(
             f"{dataset_dir}: {len(unlabelled)} image(s) have no label (e.g. {unlabelled[0]}); the pancreas crop and "
-            "pair mode need a label per image (use the labelled MSD cases, or --crop_regime full_body --pair_mode false)"
+            "pair mode need a label per image (use the labelled MSD cases, or --crop_regime full_body "
+            "--pair_mode false)"
         )
     keys = ("image", "label") if need_labels else ("image",)
     return [{k: str(c[k]) for k in keys} for c in cases]

@@ -99,8 +99,8 @@ def make_rating_kit(
     for rater in raters:
         rows = [{"sample": n, "plane": p, "score": "", "comment": ""} for n in names for p in PLANES]
         csvs.append(_write_csv(rows, out / f"ratings_{rater}.csv"))
-    rubric = "# Rating criteria (Drenth 2024, Table 3)\n\nScore each plane of each sample 0-5:\n\n| Score | Description |\n"
-    rubric += "|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in RUBRIC.items())
+    rubric = "# Rating criteria (Drenth 2024, Table 3)\n\nScore each plane of each sample 0-5:\n\n"
+    rubric += "| Score | Description |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in RUBRIC.items())
     rubric_path = atomic_write(out / "rubric.md", lambda tmp: Path(tmp).write_text(rubric), ".md")
     return {"samples": names, "csv": [str(p) for p in csvs], "rubric": str(rubric_path)}
 

@@ -147,4 +147,3 @@ class PancreasCheck:
             report["sets"][name] = {"volumes": rows, "found_fraction": float(np.mean(found)) if found else None}
         write_json_atomic(report, self.out_dir / "pancreas_check.json")
         return report
-
