@@ -82,7 +82,7 @@ def test_stage2_stores_scale_factor_range_and_the_frozen_autoencoder(trained, ru
         parser.parse()
         torch.manual_seed(0)
         first = parser.get_parsed_content("scale_factor")
-    assert first > 0 and abs(first - info["scale_factor"]) / info["scale_factor"] < 0.2  # latents are sampled
+    assert first == pytest.approx(info["scale_factor"], rel=1e-6)  # sampled latents, fixed sampling seed
     assert parser["train"]["trainer"]["_target_"] == "SupervisedTrainer"
 
 
@@ -180,8 +180,10 @@ def test_semi_crop_trains(runner, phantoms, tmp_path):
 
 @pytest.mark.parametrize("stage", ["autoencoder", "diffusion"])
 def test_bf16_switch(runner, trained, phantoms, tmp_path, stage):
+    """bf16 autocast from the config switch; seed 2 gave NaN adversarial losses in the first stage-1 iteration while
+    the patch discriminator ran in bf16 (it now runs in float32)."""
     configs = STAGE1 if stage == "autoencoder" else STAGE2
-    runner.run(*configs, dataset_dir=str(phantoms), output_dir=str(tmp_path / stage), amp="bf16",
+    runner.run(*configs, dataset_dir=str(phantoms), output_dir=str(tmp_path / stage), amp="bf16", seed=2,
                autoencoder_ckpt=str(trained[0]))  # fmt: skip
     values = (tmp_path / stage / "losses.csv").read_text().splitlines()[1].split(",")[1:]
     assert all(np.isfinite(float(v)) for v in values)

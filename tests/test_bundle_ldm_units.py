@@ -257,11 +257,16 @@ def test_scale_factor_is_one_over_std_of_the_first_batch_in_order(ldm):
     ae = _tiny_ae()
     data = [{"image": torch.rand(1, 16, 16, 8)} for _ in range(3)]
     torch.manual_seed(5)
-    got = ldm.latent.compute_scale_factor(ae, data, "cpu", batch_size=2)
-    torch.manual_seed(5)
+    got = ldm.latent.compute_scale_factor(ae, data, "cpu", batch_size=2, seed=3)
+    after = torch.rand(1)
+    torch.manual_seed(3)
     with torch.no_grad():
         z = ae.encode_stage_2_inputs(torch.stack([d["image"] for d in data[:2]]))
     assert got == pytest.approx(1.0 / float(torch.std(z)))
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(1), after)  # the caller's RNG stream is untouched
+    torch.manual_seed(123)
+    assert ldm.latent.compute_scale_factor(ae, data, "cpu", batch_size=2, seed=3) == got  # whatever the global seed
     with pytest.raises(ValueError, match="dataset is empty"):
         ldm.latent.compute_scale_factor(ae, [], "cpu", 2)
 

@@ -145,11 +145,17 @@ class AutoencoderGanTrainer(GenerativeTrainer):
     def discriminator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """``adv_weight * 0.5 * (LS(D(fake), 0) + LS(D(real), 1))``, both halves in one forward pass (instance norm
         keeps the samples independent; one pass keeps DDP to one forward per backward)."""
-        logits = self.networks["discriminator"](torch.cat([fake, real]).contiguous())[-1]
+        logits = self.discriminate(torch.cat([fake, real]))
         fake_logits, real_logits = logits.split([fake.shape[0], real.shape[0]])
         loss_fake = self.adv_loss(fake_logits, target_is_real=False, for_discriminator=True)
         loss_real = self.adv_loss(real_logits, target_is_real=True, for_discriminator=True)
         return self.adv_weight * 0.5 * (loss_fake + loss_real)
+
+    def discriminate(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's final patch logits, computed in float32 even under bf16 autocast (with bf16 its
+        instance-norm statistics gave NaN adversarial losses in the first smoke iterations)."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return self.networks["discriminator"](images.float().contiguous())[-1]
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float | torch.Tensor]:
         x = batch["image"]
@@ -174,7 +180,7 @@ class AutoencoderGanTrainer(GenerativeTrainer):
                     p_loss = self.perceptual_loss(recon[:, :1].float(), x[:, :1].float())
                 adv_g = zero
                 if adversarial:
-                    logits = self.networks["discriminator"](recon.contiguous())[-1]
+                    logits = self.discriminate(recon)
                     adv_g = self.adv_loss(logits, target_is_real=True, for_discriminator=False)
                 g_loss = recon_loss + self.kl_weight * kl + self.perceptual_weight * p_loss + self.adv_weight * adv_g
             self.update("autoencoder", g_loss)

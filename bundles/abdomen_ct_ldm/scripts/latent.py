@@ -6,8 +6,9 @@ inferer is ``LatentDiffusionInferer`` with the frozen autoencoder bound to it (:
 because the trainer calls ``inferer(images, network, noise=..., timesteps=...)``.
 
 The scale factor is ``1 / std(z)`` of the sampled latents of the first training batch (BraTS LDM bundle
-``compute_scale_factor``), taken from the dataset in order so that every DDP rank and every resume gets the same
-number; it is stored in the checkpoints' run info and a resumed run reads it back (:func:`stored_run_info`).
+``compute_scale_factor``), taken from the dataset in order with a fixed sampling seed so that every DDP rank and every
+resume gets the same number; it is stored in the checkpoints' run info and a resumed run reads it back
+(:func:`stored_run_info`).
 """
 
 from __future__ import annotations
@@ -53,9 +54,16 @@ def latent_shape_of(latent_channels: int, roi_size: Sequence[int], autoencoder_c
 
 @torch.no_grad()
 def compute_scale_factor(
-    autoencoder: nn.Module, dataset: Sequence[dict], device: str | torch.device, batch_size: int
+    autoencoder: nn.Module, dataset: Sequence[dict], device: str | torch.device, batch_size: int, seed: int = 0
 ) -> float:
     """``1 / std`` of the sampled latents of the first ``batch_size`` training volumes (in dataset order).
+
+    Args:
+        autoencoder: the frozen first stage.
+        dataset: the training dataset (items with ``"image"``).
+        device: device of the autoencoder.
+        batch_size: number of volumes (the training batch size).
+        seed: seed of the latent sampling.
 
     Raises:
         ValueError: when the dataset is empty or the latents have zero spread.
@@ -64,7 +72,12 @@ def compute_scale_factor(
     if n < 1:
         raise ValueError("the training dataset is empty; cannot compute the latent scale factor")
     images = torch.stack([torch.as_tensor(dataset[i]["image"]).float() for i in range(n)]).to(device)
-    z = autoencoder.encode_stage_2_inputs(images)
+    device = torch.device(device)
+    # the latents are sampled (mu + sigma * eps): a fixed seed, without touching the run's RNG streams, gives every
+    # DDP rank (seeded seed + rank) and every resume the same number
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        z = autoencoder.encode_stage_2_inputs(images)
     std = float(torch.std(z))
     if not std > 0:
         raise ValueError(f"the first batch's latents have std {std}; cannot scale them")
