@@ -7,7 +7,7 @@ Phases, each in a fresh spawned process so its peak memory is its own (CPU: peak
   5 discriminator updates + 1 autoencoder update, L1 + KL + adversarial; the perceptual term is left out because its
   ResNet-50 needs torchvision and downloaded weights);
 - ``dm_step``: one stage-2 iteration (frozen encoder on 144x176x112, DiffusionModelUNet 256/256/512 on 8x36x44x28
-  latents, batch 4, MSE + Adam);
+  latents, batch 4 or ``--dm_batch_size``, MSE + Adam);
 - ``unet_step``: one DDIM denoising step for one sample (UNet forward, batch 1); a 50-step sample is extrapolated as
   50 x this (stated as extrapolated in the output);
 - ``decode`` / ``decode_tiled``: decoding one 8x36x44x28 latent to 144x176x112 at once, or with a sliding window of
@@ -54,7 +54,7 @@ def _unet():
     )  # fmt: skip
 
 
-def _run_phase(phase: str, device_name: str, amp: bool) -> dict[str, Any]:
+def _run_phase(phase: str, device_name: str, amp: bool, ae_batch: int = 2, dm_batch: int = 4) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
     from monai.inferers import SlidingWindowInferer
@@ -73,20 +73,22 @@ def _run_phase(phase: str, device_name: str, amp: bool) -> dict[str, Any]:
         ae, disc = _autoencoder().to(device), PatchDiscriminator(3, 32, 1, num_layers_d=3, norm="INSTANCE").to(device)
         opt_g, opt_d = torch.optim.Adam(ae.parameters(), 1e-5), torch.optim.Adam(disc.parameters(), 1e-5)
         adv = PatchAdversarialLoss(criterion="least_squares")
-        x = torch.rand(2, 1, *PATCH, device=device)
+        x = torch.rand(ae_batch, 1, *PATCH, device=device)
 
         def step() -> None:
             with ctx:
                 recon, mu, sigma = ae(x)
             for _ in range(5):
                 with ctx:
-                    logits = disc(torch.cat([recon.detach(), x]))[-1].float().split(2)
+                    logits = disc(torch.cat([recon.detach(), x]))[-1].float().split(ae_batch)
                     d_loss = 0.05 * (adv(logits[0], False, True) + adv(logits[1], True, True))
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
             with ctx:
-                kl = 0.5 * torch.sum(mu.float() ** 2 + sigma.float() ** 2 - torch.log(sigma.float() ** 2) - 1) / 2
+                kl = (
+                    0.5 * torch.sum(mu.float() ** 2 + sigma.float() ** 2 - torch.log(sigma.float() ** 2) - 1) / ae_batch
+                )
                 g_loss = F.l1_loss(recon.float(), x) + 1e-7 * kl + 0.1 * adv(disc(recon)[-1].float(), True, False)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -99,11 +101,11 @@ def _run_phase(phase: str, device_name: str, amp: bool) -> dict[str, Any]:
         ae, unet = _autoencoder().to(device).eval(), _unet().to(device)
         inferer = LatentDiffusionInferer(DDPMScheduler(1000, "scaled_linear_beta", 0.0015, 0.0195), scale_factor=1.0)
         opt = torch.optim.Adam(unet.parameters(), 1e-5)
-        x = torch.rand(4, 1, *ROI, device=device)
+        x = torch.rand(dm_batch, 1, *ROI, device=device)
 
         def step() -> None:
-            noise = torch.randn(4, *LATENT, device=device)
-            t = torch.randint(0, 1000, (4,), device=device)
+            noise = torch.randn(dm_batch, *LATENT, device=device)
+            t = torch.randint(0, 1000, (dm_batch,), device=device)
             with ctx:
                 pred = inferer(x, ae, unet, noise, t)
             loss = F.mse_loss(pred.float(), noise)
@@ -157,6 +159,7 @@ def _run_phase(phase: str, device_name: str, amp: bool) -> dict[str, Any]:
         "load_1min_before": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),
         "threads": torch.get_num_threads(),
+        "batch": {"ae_step": ae_batch, "dm_step": dm_batch}.get(phase, 1),
     }
 
 
@@ -165,16 +168,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="also run the sampling phases under bf16 autocast")
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    parser.add_argument("--ae_batch_size", type=int, default=2, help="stage-1 batch (thesis bundle: 2)")
+    parser.add_argument("--dm_batch_size", type=int, default=4, help="stage-2 batch (thesis: 4)")
+    parser.add_argument("--bf16_only", action="store_true", help="only the bf16 runs of the sampling phases")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
-    runs = [(p, False) for p in args.phases]
-    if args.amp:
+    runs = [] if args.bf16_only else [(p, False) for p in args.phases]
+    if args.amp or args.bf16_only:
         runs += [(p, True) for p in args.phases if p in ("unet_step", "decode", "decode_tiled")]
     results = []
     for phase, amp in runs:
         with ctx.Pool(1) as pool:
-            res = pool.apply(_run_phase, (phase, args.device, amp))
+            res = pool.apply(_run_phase, (phase, args.device, amp, args.ae_batch_size, args.dm_batch_size))
         results.append(res)
         print(json.dumps(res), flush=True)
     summary = {}
