@@ -29,6 +29,8 @@ import multiprocessing as mp
 import os
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 PATCH, ROI, LATENT = (112, 128, 80), (144, 176, 112), (8, 36, 44, 28)
@@ -179,13 +181,18 @@ def main() -> None:
         runs += [(p, True) for p in args.phases if p in ("unet_step", "decode", "decode_tiled")]
     results = []
     for phase, amp in runs:
-        with ctx.Pool(1) as pool:
-            res = pool.apply(_run_phase, (phase, args.device, amp, args.ae_batch_size, args.dm_batch_size))
+        # a fresh process per phase; a process killed by the kernel (out of memory) is reported, not waited for
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            future = pool.submit(_run_phase, phase, args.device, amp, args.ae_batch_size, args.dm_batch_size)
+            try:
+                res = future.result()
+            except BrokenProcessPool:
+                res = {"phase": phase, "amp": "bf16" if amp else "fp32", "error": "process died (out of memory?)"}
         results.append(res)
         print(json.dumps(res), flush=True)
     summary = {}
     for amp in ("fp32", "bf16"):
-        by = {r["phase"]: r["seconds"] for r in results if r["amp"] == amp}
+        by = {r["phase"]: r["seconds"] for r in results if r["amp"] == amp and "seconds" in r}
         if "unet_step" in by and "decode" in by:
             summary[f"sample_ddim50_{amp}_extrapolated_s"] = round(50 * by["unet_step"] + by["decode"], 1)
     print(json.dumps({"device": args.device, **summary}))
