@@ -101,7 +101,9 @@ def _run_phase(phase: str, device_name: str, amp: bool, ae_batch: int = 2, dm_ba
         from monai.networks.schedulers import DDPMScheduler
 
         ae, unet = _autoencoder().to(device).eval(), _unet().to(device)
-        inferer = LatentDiffusionInferer(DDPMScheduler(1000, "scaled_linear_beta", 0.0015, 0.0195), scale_factor=1.0)
+        inferer = LatentDiffusionInferer(
+            DDPMScheduler(1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195), scale_factor=1.0
+        )
         opt = torch.optim.Adam(unet.parameters(), 1e-5)
         x = torch.rand(dm_batch, 1, *ROI, device=device)
 
