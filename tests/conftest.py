@@ -125,6 +125,53 @@ class BundleRunner:
             pytest.fail(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
         return proc
 
+    def run_torchrun(
+        self,
+        *configs: str,
+        args: tuple[str, ...] = (),
+        finalize_first: tuple[str, ...] = (),
+        nproc: int = 2,
+        smoke: bool = True,
+        timeout: int = 600,
+    ):
+        """``python -m torch.distributed.run`` of ``monai.bundle run`` on ``nproc`` CPU processes (gloo).
+
+        ``finalize_first`` expressions run before the configs' own ``finalize`` (e.g. each rank dumping its weights
+        before the process group is torn down). Returns the ``CompletedProcess``; the caller asserts on it.
+        """
+        import json
+        import subprocess
+        import sys
+
+        files = self.config_files(*configs, smoke=smoke)
+        finalize: list[str] = []
+        for f in files:
+            finalize = json.loads(Path(f).read_text()).get("finalize", finalize)
+        extra = ["--finalize", json.dumps([*finalize_first, *finalize])] if finalize_first else []
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
+               "-m", "monai.bundle", "run", "--config_file", "[" + ",".join(f"'{c}'" for c in files) + "]",
+               *args, *extra]  # fmt: skip
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(self.root), str(REPO_ROOT / "common")]),
+            OMP_NUM_THREADS="1",
+        )
+        return subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def verify_metadata(self, schema_dir: Path, tmp_path: Path) -> dict:
+        """Validate ``configs/metadata.json`` against the offline copy of the schema it names; returns the metadata."""
+        import json
+        import shutil
+
+        from monai.bundle import verify_metadata
+
+        meta_file = self.configs / "metadata.json"
+        meta = json.loads(meta_file.read_text())
+        schema = tmp_path / "schema.json"
+        shutil.copy(schema_dir / meta["schema"].rsplit("/", 1)[-1], schema)
+        verify_metadata(meta_file=str(meta_file), filepath=str(schema))
+        return meta
+
 
 @pytest.fixture(scope="session")
 def bundle_runner():

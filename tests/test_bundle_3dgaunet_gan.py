@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -401,13 +400,8 @@ def test_inference_without_weights_says_how_to_train(bundle_runner, tmp_path):
 # ---------------------------------------------------------------- metadata and configs
 
 
-def test_metadata_validates(schema_dir, tmp_path):
-    from monai.bundle import verify_metadata
-
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_dir / meta["schema"].rsplit("/", 1)[-1], schema)
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
+    meta = bundle_runner("pancreas_ct_3dgaunet").verify_metadata(schema_dir, tmp_path)
     assert meta["version"] in meta["changelog"]
 
 
@@ -805,7 +799,7 @@ def test_bf16_training_step_through_the_config_switch(cube_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training_with_the_d_gate(cube_dir, tmp_path):
+def test_two_process_ddp_training_with_the_d_gate(bundle_runner, cube_dir, tmp_path):
     """torchrun, 2 CPU processes (gloo), D gate on: training finishes, both ranks hold the same weights (G and D), and
     only rank 0 writes checkpoints and logs."""
     out = tmp_path / "ddp"
@@ -814,13 +808,21 @@ def test_two_process_ddp_training_with_the_d_gate(cube_dir, tmp_path):
         "for k, v in ctsynth.engines.unwrap(net).named_parameters()}, "
         f"'{tmp_path}/rank' + str(dist.get_rank()) + '.pt')"
     )
-    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in ("train.json", "multi_gpu_train.json", "smoke.json")) + "]"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(cube_dir / "tumor"),
-           "--output_dir", str(out), "--max_epochs", "2", "--d_accuracy_threshold", "0.7",
-           "--finalize", json.dumps([dump, "$dist.is_initialized() and dist.destroy_process_group()"])]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
+    proc = bundle_runner("pancreas_ct_3dgaunet").run_torchrun(
+        "train.json",
+        "multi_gpu_train.json",
+        args=(
+            "--dataset_dir",
+            str(cube_dir / "tumor"),
+            "--output_dir",
+            str(out),
+            "--max_epochs",
+            "2",
+            "--d_accuracy_threshold",
+            "0.7",
+        ),  # fmt: skip
+        finalize_first=(dump,),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     # parameters are equal; BatchNorm running statistics are local (DDP broadcasts rank 0's at each forward)

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -293,13 +289,8 @@ def test_inference_without_weights_says_how_to_train(runner, tmp_path):
     assert "no checkpoint file at" in str(info.value.__cause__) and "configs/train.json" in str(info.value.__cause__)
 
 
-def test_metadata_validates(schema_dir, tmp_path):
-    from monai.bundle import verify_metadata
-
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_dir / meta["schema"].rsplit("/", 1)[-1], schema)
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
+    meta = bundle_runner("chest_ct_sgan").verify_metadata(schema_dir, tmp_path)
     assert meta["version"] in meta["changelog"]
 
 
@@ -345,7 +336,7 @@ def test_multi_gpu_overlay_wraps_every_network(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training(chest_dir, tmp_path):
+def test_two_process_ddp_training(runner, chest_dir, tmp_path):
     """torchrun, 2 CPU processes (gloo): both ranks end with the same weights; rank 0 alone writes checkpoints."""
     out = tmp_path / "ddp"
     dump = (
@@ -353,15 +344,15 @@ def test_two_process_ddp_training(chest_dir, tmp_path):
         "for k, v in ctsynth.engines.unwrap(net).named_parameters()}, "
         f"'{tmp_path}/rank' + str(dist.get_rank()) + '.pt')"
     )
-    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in ("train.json", "multi_gpu_train.json", "smoke.json")) + "]"
     finalize = json.loads((CONFIGS / "multi_gpu_train.json").read_text())["finalize"]
     assert finalize[0] == "$dist.is_initialized() and dist.barrier()"  # no rank tears the group down early
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(chest_dir),
-           "--output_dir", str(out), "--max_epochs", "2",
-           "--finalize", json.dumps([dump, *finalize])]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
+    proc = runner.run_torchrun(
+        "train.json",
+        "multi_gpu_train.json",
+        args=("--dataset_dir", str(chest_dir), "--output_dir", str(out), "--max_epochs", "2"),
+        finalize_first=(dump,),
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and [k for k in w0 if not torch.equal(w0[k], w1[k])] == []

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,13 +162,8 @@ def test_channels_pair_mode_trains_in_bf16_and_samples(runner, phantoms):
     np.testing.assert_allclose(spacing_from_affine(affine), (1.125, 1.125, 1.125), atol=1e-5)
 
 
-def test_metadata_validates(schema_dir, tmp_path):
-    from monai.bundle import verify_metadata
-
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_dir / meta["schema"].rsplit("/", 1)[-1], schema)
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
+    meta = bundle_runner("ct_pair_hagan").verify_metadata(schema_dir, tmp_path)
     assert meta["version"] in meta["changelog"]
 
 
@@ -250,7 +242,7 @@ def _first_case(phantoms: Path) -> str:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training(phantoms, tmp_path):
+def test_two_process_ddp_training(runner, phantoms, tmp_path):
     """torchrun, 2 CPU processes (gloo): training finishes, both ranks hold the same weights of all four networks,
     only rank 0 writes checkpoints and logs."""
     out = tmp_path / "ddp"
@@ -259,13 +251,12 @@ def test_two_process_ddp_training(phantoms, tmp_path):
         "('e', @encoder), ('se', @sub_encoder)) for k, v in ctsynth.engines.unwrap(net).named_parameters()}, "
         f"'{tmp_path}/rank' + str(dist.get_rank()) + '.pt')"
     )
-    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in ("train.json", "multi_gpu_train.json", "smoke.json")) + "]"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(phantoms),
-           "--output_dir", str(out), "--batch_size", "1",
-           "--finalize", json.dumps([dump, "$dist.is_initialized() and dist.destroy_process_group()"])]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
+    proc = runner.run_torchrun(
+        "train.json",
+        "multi_gpu_train.json",
+        args=("--dataset_dir", str(phantoms), "--output_dir", str(out), "--batch_size", "1"),
+        finalize_first=(dump,),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and [k for k in w0 if not torch.equal(w0[k], w1[k])] == []

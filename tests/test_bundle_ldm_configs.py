@@ -4,10 +4,7 @@ pair mode, resume, bf16 switches, config properties, metadata, DDP (slow)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,22 +250,16 @@ def test_thesis_defaults_in_the_configs():
     assert infer["num_inference_steps"] == 50 and infer["noise_scheduler"]["clip_sample"] is False
 
 
-def test_metadata_validates(schema_dir, tmp_path):
-    from monai.bundle import verify_metadata
-
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
+def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
+    meta = bundle_runner("abdomen_ct_ldm").verify_metadata(schema_dir, tmp_path)
     assert meta["schema"].endswith("meta_schema_generator_ldm_20240318.json")
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_dir / meta["schema"].rsplit("/", 1)[-1], schema)
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
     assert meta["version"] in meta["changelog"]
 
 
 @pytest.mark.slow
-def test_two_process_ddp_both_stages(trained, phantoms, tmp_path):
+def test_two_process_ddp_both_stages(bundle_runner, trained, phantoms, tmp_path):
     """torchrun, 2 CPU processes (gloo): stage 1 and stage 2 finish, both ranks hold the same trained weights, and
     only rank 0 writes checkpoints."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]), OMP_NUM_THREADS="1")
     runs = (
         ("ae", ("train_autoencoder.json", "multi_gpu_train_autoencoder.json"), "@autoencoder", []),
         ("dm", (*STAGE2, "multi_gpu_train_diffusion.json"), "@diffusion", ["--autoencoder_ckpt", str(trained[0])]),
@@ -279,12 +270,12 @@ def test_two_process_ddp_both_stages(trained, phantoms, tmp_path):
             f"$torch.save({{k: v.detach().clone() for k, v in ctsynth.engines.unwrap({net}).named_parameters()}}, "
             f"'{tmp_path}/{name}_rank' + str(dist.get_rank()) + '.pt')"
         )
-        files = "[" + ",".join(f"'{CONFIGS / c}'" for c in (*configs, "smoke.json")) + "]"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-               "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(phantoms),
-               "--output_dir", str(out), *extra,
-               "--finalize", json.dumps([dump, "$dist.is_initialized() and dist.destroy_process_group()"])]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
+        proc = bundle_runner("abdomen_ct_ldm").run_torchrun(
+            *configs,
+            args=("--dataset_dir", str(phantoms), "--output_dir", str(out), *extra),
+            finalize_first=(dump,),
+            timeout=300,
+        )
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         w0, w1 = (torch.load(tmp_path / f"{name}_rank{r}.pt", weights_only=True) for r in (0, 1))
         assert w0.keys() == w1.keys() and [k for k in w0 if not torch.equal(w0[k], w1[k])] == []

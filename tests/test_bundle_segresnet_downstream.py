@@ -63,13 +63,8 @@ def _run(seg, phantoms: Path, tmp_path: Path, sources, arm: str = "real+syntheti
 
 
 # ------------------------------------------------------------------ metadata and configs
-def test_metadata_validates(schema_dir, tmp_path):
-    from monai.bundle import verify_metadata
-
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_dir / meta["schema"].rsplit("/", 1)[-1], schema)
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
+    meta = bundle_runner("ct_segresnet_downstream").verify_metadata(schema_dir, tmp_path)
     assert meta["version"] in meta["changelog"]
 
 
