@@ -143,12 +143,11 @@ def discover_bundle_demos(bundles_dir: Path = BUNDLES_DIR) -> dict[str, dict[str
     Raises:
         ValueError: when a declaration is not valid JSON or has no steps (the message names the file).
     """
+    from ctsynth.data.io import read_json
+
     demos: dict[str, dict[str, Any]] = {}
     for path in sorted(bundles_dir.glob(f"*/{DEMO_FILE}")):
-        try:
-            declaration = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        declaration = read_json(path)
         if not declaration.get("steps"):
             raise ValueError(f"{path}: no 'steps'")
         demos[path.parent.name] = declaration

@@ -15,7 +15,6 @@ Sets without labels (e.g. synthetic images) give entries with ``"image"`` only.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from monai.data import load_decathlon_datalist
 
-from ctsynth.data.io import is_nifti_file, nifti_stem, write_json_atomic
+from ctsynth.data.io import is_nifti_file, nifti_stem, read_json, write_json_atomic
 
 __all__ = ["datalist_split", "find_cases", "load_datalist", "make_datalist", "split_cases"]
 
@@ -48,10 +47,7 @@ def _missing_message(missing: Sequence[Path], where: Path) -> str:
 
 
 def _cases_from_msd_json(json_path: Path) -> tuple[list[dict[str, Path]], dict[str, Any]]:
-    try:
-        meta = json.loads(json_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{json_path}: not valid JSON ({e})") from e
+    meta = read_json(json_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("training"), list) or not meta["training"]:
         raise ValueError(f"{json_path}: no images found (expected a non-empty 'training' list)")
     root = json_path.parent
@@ -250,10 +246,7 @@ def load_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"{path}: datalist not found")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a datalist must be a JSON object with a 'training' list")
     _check_lists(raw, path)

@@ -26,6 +26,7 @@ __all__ = [
     "list_volumes",
     "load_volume",
     "nifti_stem",
+    "read_json",
     "require_finite",
     "save_volume",
     "spacing_from_affine",
@@ -289,6 +290,20 @@ def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a syntax error names the file.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: ``<path>: not valid JSON (<parser message>)``.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def to_json_safe(value: Any, nan: Any = None) -> Any:

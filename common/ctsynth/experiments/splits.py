@@ -22,7 +22,6 @@ case ids instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -34,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from monai.data import partition_dataset, partition_dataset_classes
 
-from ctsynth.data.io import nifti_stem, write_json_atomic
+from ctsynth.data.io import nifti_stem, read_json, write_json_atomic
 
 __all__ = [
     "SPLIT_FORMAT",
@@ -182,10 +181,7 @@ class PatientSplit:
             path = path / SPLIT_JSON
         if not path.is_file():
             raise FileNotFoundError(f"{path}: patient split not found")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        data = read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a patient split (expected a JSON object)")
         return cls.from_dict(data, source=str(path))
