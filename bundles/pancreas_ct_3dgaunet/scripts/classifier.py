@@ -28,7 +28,7 @@ from monai.transforms import MapTransform, RandomizableTransform, Rotate
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from ctsynth.data.io import write_json_atomic
+from ctsynth.data.io import to_json_safe, write_json_atomic
 from ctsynth.metrics.features.f3d import C3DClassifierBackbone
 
 __all__ = [
@@ -318,16 +318,8 @@ def classification_summary(y_true: Any, y_prob: Any, threshold: float = 0.5) -> 
 
 
 def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf floats by ``None`` (recursively) so the result is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
+    """NaN/inf floats replaced by ``None`` (recursively, NumPy values as Python numbers): strict JSON."""
+    return to_json_safe(obj, nan=None, inf=None)
 
 
 def save_curve_plots(

@@ -16,6 +16,7 @@ cubes never saw a test patient.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
 import os
@@ -27,7 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctsynth.data.io import write_json_atomic
+from ctsynth.data.io import (
+    DEFAULT_EXCLUDE_PATTERN,
+    SAMPLE_MANIFEST,
+    is_nifti_file,
+    nifti_stem,
+    write_json_atomic,
+)
+from ctsynth.data.io import list_volumes as shared_list_volumes
 from ctsynth.experiments import (
     PatientSplit,
     StudyArm,
@@ -64,9 +72,8 @@ PAPER_CLASSIFIER_RESULTS: dict[str, dict[str, float]] = {
     "II": {"roc_auc": 0.79, "pr_auc": 0.87},
 }
 EXPERIMENTS = ("I", "II")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # label maps written beside images (e.g. blended cubes and their tumour masks) are not classifier inputs
-LABEL_NAME = re.compile(r"(^|[_.-])(label|labels|mask|masks|seg)([_.-]|$)", flags=re.IGNORECASE)
+LABEL_NAME = re.compile(DEFAULT_EXCLUDE_PATTERN, flags=re.IGNORECASE)
 
 
 def synthetic_counts_for_balance(
@@ -99,8 +106,8 @@ def synthetic_counts_for_balance(
 
 
 def list_volumes(source: str | os.PathLike | Sequence[str], pattern: str = "*") -> list[str]:
-    """Sorted NIfTI files of a folder matching ``pattern``, label-map names (``*_mask*``, ``*label*``) left out; or
-    the given list of files, checked to exist.
+    """Sorted cube files of a folder matching ``pattern`` (``ctsynth.data.io.list_volumes``: label-map names left
+    out, a sample folder read through its manifest), or the given list of files, checked to exist.
 
     Raises:
         FileNotFoundError: when the folder or a listed file does not exist.
@@ -109,11 +116,11 @@ def list_volumes(source: str | os.PathLike | Sequence[str], pattern: str = "*") 
         folder = Path(source)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: folder of cubes not found")
-        return sorted(
-            str(p)
-            for p in folder.glob(pattern)
-            if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not LABEL_NAME.search(p.name.split(".")[0])
+        has_volumes = (folder / SAMPLE_MANIFEST).is_file() or any(
+            is_nifti_file(p) and not LABEL_NAME.search(nifti_stem(p)) for p in folder.iterdir()
         )
+        files = shared_list_volumes(folder) if has_volumes else []
+        return sorted(str(p) for p in files if fnmatch.fnmatch(p.name, pattern))
     files = [str(f) for f in source]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -306,23 +306,31 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
-def to_json_safe(value: Any, nan: Any = None) -> Any:
+_INF_AS_STRING = object()
+
+
+def to_json_safe(value: Any, nan: Any = None, inf: Any = _INF_AS_STRING) -> Any:
     """``value`` with everything JSON cannot hold converted: NumPy scalars and arrays to Python numbers and lists,
     torch tensors likewise, paths to strings, tuples and sets to lists, mapping keys to strings; NaN to ``nan``
-    (default ``None``, i.e. ``null``) and +-infinity to the strings ``"inf"`` / ``"-inf"`` (strict JSON has neither).
+    (default ``None``, i.e. ``null``) and +-infinity to ``inf`` when given (e.g. ``None``), else to the strings
+    ``"inf"`` / ``"-inf"`` (strict JSON has neither).
     """
-    if isinstance(value, dict):
-        return {str(k): to_json_safe(v, nan) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): to_json_safe(v, nan, inf) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [to_json_safe(v, nan) for v in value]
+        return [to_json_safe(v, nan, inf) for v in value]
     if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist(), nan)
+        return to_json_safe(value.tolist(), nan, inf)
     if type(value).__module__ == "torch" and hasattr(value, "tolist"):
-        return to_json_safe(value.tolist(), nan)
+        return to_json_safe(value.tolist(), nan, inf)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return nan if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        if math.isnan(value):
+            return nan
+        if inf is not _INF_AS_STRING:
+            return inf
+        return "inf" if value > 0 else "-inf"
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value

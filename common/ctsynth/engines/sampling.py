@@ -31,7 +31,7 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform
 from torch import nn
 
-from ctsynth.data.io import save_volume, write_json_atomic
+from ctsynth.data.io import SAMPLE_MANIFEST, save_volume, write_json_atomic
 from ctsynth.engines.distributed import barrier, get_rank, get_world_size, is_distributed
 from ctsynth.engines.seeding import per_index_seed
 
@@ -48,7 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "samples.json"
+MANIFEST = SAMPLE_MANIFEST  # one name for the manifest, shared with ctsynth.data.io.list_volumes
 SampleFn = Callable[[Sequence[torch.Generator], torch.device], torch.Tensor | Mapping[str, torch.Tensor]]
 
 

@@ -26,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ctsynth.data.io import atomic_write, write_json_atomic
+from ctsynth.data.io import atomic_write, to_json_safe, write_json_atomic
 
 __all__ = [
     "ColumnComparability",
@@ -198,7 +198,7 @@ def write_table(
     return {
         "md": atomic_write(out / f"{name}.md", lambda tmp: Path(tmp).write_text(md)),
         "csv": atomic_write(out / f"{name}.csv", lambda tmp: Path(tmp).write_text(text)),
-        "json": write_json_atomic(payload, out / f"{name}.json"),  # JSON-safe: NaN -> null, inf -> "inf"
+        "json": write_json_atomic(to_json_safe(payload, inf=None), out / f"{name}.json"),  # NaN, inf -> null
     }
 
 
