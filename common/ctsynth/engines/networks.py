@@ -135,7 +135,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> tuple[dict[str, dict], dict
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # read lazily: run info is cheap
     except Exception as e:  # truncated zip, pickled code refused by weights_only, not a torch file
         raise ValueError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, Mapping):
