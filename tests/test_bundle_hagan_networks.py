@@ -172,9 +172,13 @@ def test_train_mode_decodes_the_feature_slab_under_the_crop(hagan):
 def test_fused_upsample_conv_equals_upsample_then_conv(hagan):
     nets = hagan.networks
     torch.manual_seed(0)
-    x, w, b = torch.randn(2, 5, 3, 4, 6), torch.randn(7, 5, 3, 3, 3), torch.randn(7)
-    ref = F.conv3d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
-    np.testing.assert_allclose(nets.upsample_conv3d(x, w, b), ref, atol=1e-4)
+    x = torch.randn(2, 5, 3, 4, 6)
+    for c_out in (7, nets.TRANSPOSED_MIN_OUT_CHANNELS):  # phase form, transposed-convolution form
+        w, b = torch.randn(c_out, 5, 3, 3, 3), torch.randn(c_out)
+        ref = F.conv3d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+        np.testing.assert_allclose(nets.upsample_conv3d(x, w, b), ref, atol=1e-4)
+        cl = x.to(memory_format=torch.channels_last_3d)
+        np.testing.assert_allclose(nets.upsample_conv3d(cl, w, b, kernel=nets.upsample_kernel(w)), ref, atol=1e-4)
     g = nets.HAGANGenerator(128, latent_dim=8, channel=16).eval()
     z = torch.randn(1, 8)
     with torch.no_grad():
@@ -191,6 +195,28 @@ def test_fused_upsample_conv_equals_upsample_then_conv(hagan):
         g(z, 16)[0].square().mean().backward()
         grads.append(g.high[0][0].weight.grad.clone())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_sampling_reuses_upsample_kernels_until_the_weights_change(hagan):
+    nets = hagan.networks
+    torch.manual_seed(0)
+    g = nets.HAGANGenerator(128, latent_dim=8, channel=16).eval()
+    block = g.high[0]
+    z = torch.randn(1, 8)
+    with torch.inference_mode():
+        first = g(z)
+        kernel = block._kernel_cache[1]
+        assert torch.equal(g(z), first) and block._kernel_cache[1] is kernel  # reused
+    other = nets.HAGANGenerator(128, latent_dim=8, channel=16).eval()
+    g.load_state_dict(other.state_dict())  # new weights: the cached kernels must not be used
+    with torch.inference_mode():
+        np.testing.assert_allclose(g(z), other(z), atol=1e-6)
+    assert block._kernel_cache[1] is not kernel
+    assert "_kernel_cache" not in "".join(g.state_dict())
+    # with gradients the kernel is derived from the weight every time (it must carry the weight's gradient)
+    g.train()
+    g(z, 16)[0].mean().backward()
+    assert block[0].weight.grad is not None and block[0].weight.grad.abs().sum() > 0
 
 
 def test_network_bad_arguments(hagan):

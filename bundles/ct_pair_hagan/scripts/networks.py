@@ -13,9 +13,11 @@ the feature fed to ``G^H`` starts at ``crop_idx // 4`` with depth ``S/32``.
 - :class:`HAGANEncoder` (``E^H``) and :class:`HAGANSubEncoder` (``E^G``).
 
 Normalisation is ``GroupNorm(8, C)`` everywhere; upsampling is nearest-neighbour x2. A nearest x2 upsampling followed
-by a 3x3x3 convolution equals eight 2x2x2 convolutions on the low-resolution input, one per output parity
-(:func:`upsample_conv3d`), 3.4x fewer multiply-adds and no upsampled intermediate; ``fused_upsample=True`` (default)
-uses that form, ``False`` the literal upsample-then-convolve (tests check they agree).
+by a 3x3x3 convolution equals eight 2x2x2 convolutions on the low-resolution input, one per output parity, which is
+also one stride-2 transposed convolution with a 4x4x4 kernel (:func:`upsample_conv3d`): 3.4x fewer multiply-adds and
+no upsampled intermediate; ``fused_upsample=True`` (default) uses that form, ``False`` the literal
+upsample-then-convolve (tests check they agree). Without gradients (sampling) the derived kernels are computed once
+and reused until the weights change.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "HAGANSubEncoder",
     "crop_range",
     "upsample_conv3d",
+    "upsample_kernel",
 ]
 
 SIZES = (128, 256)
@@ -47,6 +50,11 @@ def _check_size(size: int) -> int:
 def crop_range(size: int) -> int:
     """Largest sub-volume start ``S - S/8`` (112 for 128^3, 224 for 256^3); also the position normaliser of ``D^H``."""
     return _check_size(size) * 7 // 8
+
+
+TRANSPOSED_MIN_OUT_CHANNELS = 16
+"""From this many output channels on, :func:`upsample_conv3d` runs one transposed convolution; below it (the generators'
+1- or 2-channel output layers) eight phase convolutions, which oneDNN runs faster there (``bench/bench_hagan.py``)."""
 
 
 def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
@@ -64,20 +72,50 @@ def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return k.reshape(-1, weight.shape[1], 2, 2, 2)
 
 
-def upsample_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _transposed_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """4x4x4 kernel ``K`` with ``conv_transpose3d(x, K, stride=2, padding=1) == conv3d(upsample_nearest_x2(x), weight,
+    padding=1)``.
+
+    A stride-2 transposed convolution with padding 1 sends low-res ``j`` to output ``2j - 1 + k``: output ``2i``
+    gathers ``(i-1, i)`` through taps ``(3, 1)`` and output ``2i + 1`` gathers ``(i, i+1)`` through taps ``(2, 0)``.
+    Matching the phase kernels of :func:`_phase_kernels` gives ``K = (w2, w1 + w2, w0 + w1, w0)`` along each axis.
+
+    Returns:
+        ``(C_in, C_out, 4, 4, 4)``.
+    """
+    taps = weight.new_tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])  # (transposed tap, kernel index)
+    return torch.einsum("kx,ly,mz,oixyz->ioklm", taps, taps, taps, weight).contiguous()
+
+
+def upsample_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel :func:`upsample_conv3d` convolves with for ``weight`` (transposed or phase form, by output width)."""
+    if weight.shape[0] >= TRANSPOSED_MIN_OUT_CHANNELS:
+        return _transposed_kernel(weight)
+    return _phase_kernels(weight)
+
+
+def upsample_conv3d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: torch.Tensor | None = None
+) -> torch.Tensor:
     """``conv3d(interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)`` for a 3x3x3 kernel,
-    computed on the low-resolution input (see :func:`_phase_kernels`).
+    computed on the low-resolution input: one stride-2 transposed convolution (:func:`_transposed_kernel`) for at
+    least :data:`TRANSPOSED_MIN_OUT_CHANNELS` output channels, otherwise eight phase convolutions
+    (:func:`_phase_kernels`) interleaved.
 
     Args:
         x: ``(B, C_in, d, h, w)``.
         weight: ``(C_out, C_in, 3, 3, 3)``.
         bias: ``(C_out,)`` or None.
+        kernel: ``upsample_kernel(weight)`` when the caller keeps it (sampling); derived here when None.
 
     Returns:
         ``(B, C_out, 2d, 2h, 2w)``.
     """
     c_out = weight.shape[0]
-    kernels = _phase_kernels(weight).to(x.dtype)
+    kernel = upsample_kernel(weight) if kernel is None else kernel
+    if c_out >= TRANSPOSED_MIN_OUT_CHANNELS:
+        return F.conv_transpose3d(x, kernel, bias, stride=2, padding=1)
+    kernels = kernel.to(x.dtype)
     b = None if bias is None else bias.to(x.dtype).repeat(8)
     y = F.conv3d(x, kernels, b, padding=1)  # (B, 8 C_out, d+1, h+1, w+1): zero padding of 1, kernel 2
     n, _, d, h, w = x.shape
@@ -103,15 +141,32 @@ class _ConvGNReLU(nn.Sequential):
         super().__init__(*layers)
         self.upsample = upsample
         self.fused = True
+        self._kernel_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _upsample_kernel(self) -> torch.Tensor:
+        """``upsample_kernel(weight)``; without gradients, reused while the weight tensor and its version are the same
+        (``load_state_dict``, optimiser steps and ``.to()`` all change one of them)."""
+        weight = self[0].weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return upsample_kernel(weight)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            with torch.no_grad():
+                self._kernel_cache = (key, upsample_kernel(weight))
+        return self._kernel_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self[0]
         if not self.upsample:
             x = conv(x)
         elif self.fused:
-            x = upsample_conv3d(x, conv.weight, conv.bias)
+            x = upsample_conv3d(x, conv.weight, conv.bias, kernel=self._upsample_kernel())
         else:
             x = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        if conv.weight.is_contiguous(memory_format=torch.channels_last_3d):
+            # a model moved to channels-last stays so: torch's small-volume conv path returns NCDHW, and every later
+            # layer would inherit it
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         for layer in list(self)[1:]:
             x = layer(x)
         return x
