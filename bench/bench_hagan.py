@@ -14,12 +14,14 @@ plain 3D GAN step (the same generator producing the whole ``S^3`` volume, a 6-la
 whole volume, D and G updates), which is what HA-GAN avoids; ``*_literal`` variants use the literal
 upsample-then-convolve generator of the HA-GAN code instead of the sub-pixel form.
 
-Every case runs in its own process, so the peak resident memory (``ru_maxrss``) is that case's alone. The machine is
-shared: the 1-minute load average is printed with every figure.
+Every case runs in its own process, so the peak resident memory (``ru_maxrss``) is that case's alone; on a GPU
+(``--device cuda``) the peak is ``torch.cuda.max_memory_allocated``. The 1-minute load average is printed with every
+figure.
 
 Usage::
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_hagan.py [--cases sample,train] [--size 256] [--repeats 3]
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -43,14 +45,29 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB -> GB (Linux)
 
 
-def run_sample(variant: str, size: int, repeats: int) -> dict:
+def _sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak(device) -> dict:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return {"peak_cuda_gb": torch.cuda.max_memory_allocated() / 1024**3, "peak_rss_gb": _peak_gb()}
+    return {"peak_rss_gb": _peak_gb()}
+
+
+def run_sample(variant: str, size: int, repeats: int, device: str = "cpu") -> dict:
     import torch
 
     from scripts.networks import HAGANGenerator
 
     torch.manual_seed(0)
-    g = HAGANGenerator(size, fused_upsample=variant != "reference").eval()
-    z = torch.randn(1, 1024)
+    g = HAGANGenerator(size, fused_upsample=variant != "reference").eval().to(device)
+    z = torch.randn(1, 1024, device=device)
     if variant.startswith("fused_cl"):
         g = g.to(memory_format=torch.channels_last_3d)
     ctx = torch.no_grad if variant == "reference" else torch.inference_mode
@@ -58,15 +75,17 @@ def run_sample(variant: str, size: int, repeats: int) -> dict:
     base = _peak_gb()
 
     def once() -> float:
+        _sync(device)
         t0 = time.perf_counter()
-        with ctx(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with ctx(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
             out = g(z)
+        _sync(device)
         assert out.shape == (1, 1, size, size, size)
         return time.perf_counter() - t0
 
     once()  # warm-up
     times = [once() for _ in range(repeats)]
-    return {"median_s": statistics.median(times), "times_s": times, "peak_rss_gb": _peak_gb(), "rss_before_gb": base}
+    return {"median_s": statistics.median(times), "times_s": times, **_peak(device), "rss_before_gb": base}
 
 
 class PlainDiscriminator3D(__import__("torch").nn.Module):
@@ -88,7 +107,7 @@ class PlainDiscriminator3D(__import__("torch").nn.Module):
         return self.net(x)
 
 
-def run_train(variant: str, repeats: int) -> dict:
+def run_train(variant: str, repeats: int, device: str = "cpu") -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -98,7 +117,7 @@ def run_train(variant: str, repeats: int) -> dict:
     torch.manual_seed(0)
     kind, size, *form = variant.split("_")
     size, fused = int(size), form != ["literal"]
-    real = torch.rand(1, 1, size, size, size) * 2 - 1
+    real = torch.rand(1, 1, size, size, size, device=device) * 2 - 1
     if kind == "hagan":
         nets = {
             "generator": HAGANGenerator(size, fused_upsample=fused),
@@ -106,15 +125,16 @@ def run_train(variant: str, repeats: int) -> dict:
             "encoder": HAGANEncoder(),
             "sub_encoder": HAGANSubEncoder(size),
         }
+        nets = {k: v.to(device) for k, v in nets.items()}
         opts = {k: torch.optim.Adam(v.parameters(), lr=1e-4, betas=(0.0, 0.999)) for k, v in nets.items()}
-        trainer = HAGANTrainer(device="cpu", max_epochs=1, train_data_loader=[], networks=nets, optimizers=opts)
-        trainer.state.device = torch.device("cpu")
+        trainer = HAGANTrainer(device=device, max_epochs=1, train_data_loader=[], networks=nets, optimizers=opts)
+        trainer.state.device = torch.device(device)
 
         def step() -> None:
             trainer.train_step({"pair": real})
 
     else:
-        g, d = HAGANGenerator(size, fused_upsample=fused), PlainDiscriminator3D(size)
+        g, d = HAGANGenerator(size, fused_upsample=fused).to(device), PlainDiscriminator3D(size).to(device)
         opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.0, 0.999))
         opt_d = torch.optim.Adam(d.parameters(), lr=4e-4, betas=(0.0, 0.999))
 
@@ -123,14 +143,14 @@ def run_train(variant: str, repeats: int) -> dict:
 
         def step() -> None:
             with torch.no_grad():
-                fake = g(torch.randn(1, 1024))
+                fake = g(torch.randn(1, 1024, device=device))
             loss_d = bce(d(real), 1.0) + bce(d(fake), 0.0)
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
             for p in d.parameters():
                 p.requires_grad_(False)
-            loss_g = bce(d(g(torch.randn(1, 1024))), 1.0)
+            loss_g = bce(d(g(torch.randn(1, 1024, device=device))), 1.0)
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
@@ -139,15 +159,12 @@ def run_train(variant: str, repeats: int) -> dict:
 
     times = []
     for _ in range(repeats + 1):
+        _sync(device)
         t0 = time.perf_counter()
         step()
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    return {
-        "median_s": statistics.median(times[1:]),
-        "times_s": times[1:],
-        "warmup_s": times[0],
-        "peak_rss_gb": _peak_gb(),
-    }
+    return {"median_s": statistics.median(times[1:]), "times_s": times[1:], "warmup_s": times[0], **_peak(device)}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -156,12 +173,13 @@ def child(args: argparse.Namespace) -> None:
 
     load = os.getloadavg()[0]
     if args.case == "sample":
-        result = run_sample(args.variant, args.size, args.repeats)
+        result = run_sample(args.variant, args.size, args.repeats, args.device)
     else:
-        result = run_train(args.variant, args.repeats)
+        result = run_train(args.variant, args.repeats, args.device)
     result.update(
         case=args.case,
         variant=args.variant,
+        device=args.device,
         threads=torch.get_num_threads(),
         load_1min_before=load,
         load_1min_after=os.getloadavg()[0],
@@ -176,6 +194,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default=None, help="comma-separated subset of the variants")
     parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,7 +209,7 @@ def main() -> None:
             if wanted is not None and variant not in wanted:
                 continue
             cmd = [sys.executable, __file__, "--case", case, "--variant", variant, "--size", str(args.size),
-                   "--repeats", str(args.repeats)]  # fmt: skip
+                   "--repeats", str(args.repeats), "--device", args.device]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
