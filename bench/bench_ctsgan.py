@@ -9,16 +9,27 @@ one warm-up iteration, and the peak memory is read:
 - ``baseline224``: the 3D DCGAN baseline generating 224^3 directly, with the 128^3 baseline's top widths and one
   level more (generator 512-32, critic 32-512), batch 2;
 - ``baseline224_narrow``: the same with half the widths (generator 256-16, critic 16-256), a lower bound;
-- ``baseline128``: the paper's baseline at 128^3 (the bundle's baseline_3dgan.json defaults), batch 2.
+- ``baseline128``: the paper's baseline at 128^3 (the bundle's baseline_3dgan.json defaults), batch 2;
+- ``baseline224_ckpt``: ``baseline224`` with its whole generator under activation checkpointing (the same
+  ``ctsynth.engines.checkpoint_module`` CT-SGAN's ``checkpoint_slices`` uses), for a like-for-like comparison.
 
-Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the growth of the process's peak resident set
-(``ru_maxrss``) over the resident set after building the networks and optimisers (weights and Adam states are
-counted on both sides by the setup figure printed beside it). Also printed: the time per iteration (after the
-warm-up) and the time to sample one 224^3 CT-SGAN volume (eval mode, 222 "3D slices" decoded in chunks of 16).
+Peak memory of a steady-state iteration (the figure compared; after the warm-up, which creates the Adam states):
+
+- GPU: ``torch.cuda.max_memory_allocated`` over the iteration;
+- CPU: the same quantity counted from the allocator: the bytes held when the iteration starts (weights, gradients,
+  Adam states) plus the highest growth of allocated bytes during it, read from the ``[memory]`` events of
+  ``torch.profiler`` (``profile_memory=True``; one extra iteration, not timed). Printed beside it: the growth of the
+  process's peak resident set (``ru_maxrss``) over the resident set after building the networks, a coarser figure
+  that also counts the warm-up and what the C allocator keeps after freeing.
+
+``--checkpoint-slices`` decodes the CT-SGAN slab with activation checkpointing (the bundle's ``train.json`` default);
+``--no-checkpoint-slices`` without. Also printed: the time per iteration (after the warm-up, without the profiler) and
+the time to sample one 224^3 CT-SGAN volume (eval mode, 222 "3D slices" decoded in chunks of 16).
 
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=2 python bench/bench_ctsgan.py [--device cpu] [--cases ...] [--batch 2] [--slab 16]
+        [--no-checkpoint-slices]
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "chest_ct_sgan"
-CASES = ("ctsgan", "baseline224", "baseline224_narrow", "baseline128")
+CASES = ("ctsgan", "baseline224", "baseline224_narrow", "baseline128", "baseline224_ckpt")
 
 
 def _rss_mb() -> float:
@@ -49,7 +60,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(case: str, device, batch_size: int = 2, slab: int = 16):
+def checkpointed(generator):
+    """``generator`` with its whole forward pass under activation checkpointing (same ``random_inputs``)."""
+    import torch
+
+    from ctsynth.engines import checkpoint_module
+
+    class CheckpointedGenerator(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def random_inputs(self, n: int, device):
+            return self.inner.random_inputs(n, device)
+
+        def forward(self, *inputs):
+            return checkpoint_module(self.inner, *inputs)
+
+    return CheckpointedGenerator(generator)
+
+
+def build(case: str, device, batch_size: int = 2, slab: int = 16, checkpoint_slices: bool = True):
     """Networks, optimisers, a trainer and one batch for a case."""
     import torch
 
@@ -57,7 +88,11 @@ def build(case: str, device, batch_size: int = 2, slab: int = 16):
 
     n = networks
     if case == "ctsgan":
-        nets = {"generator": n.CTSGANGenerator(), "slice_critic": n.SliceCritic(), "slab_critic": n.SlabCritic()}
+        nets = {
+            "generator": n.CTSGANGenerator(checkpoint_slices=checkpoint_slices),
+            "slice_critic": n.SliceCritic(),
+            "slab_critic": n.SlabCritic(),
+        }
         batch = {
             "image": torch.rand(batch_size, 1, 224, 224, slab + 2) * 2 - 1,
             "slab_start": torch.arange(batch_size) * 50,
@@ -69,9 +104,10 @@ def build(case: str, device, batch_size: int = 2, slab: int = 16):
             "baseline128": ((256, 128, 64, 32), (32, 64, 128, 256)),  # baseline_3dgan.json defaults
             "baseline224": ((512, 256, 128, 64, 32), (32, 64, 128, 256, 512)),  # the same top widths, one level more
             "baseline224_narrow": ((256, 128, 64, 32, 16), (16, 32, 64, 128, 256)),  # half the widths
-        }[case]
+        }[case.removesuffix("_ckpt")]
+        generator = n.Baseline3DGenerator(gen_size=size, output_size=size, channels=g_ch)
         nets = {
-            "generator": n.Baseline3DGenerator(gen_size=size, output_size=size, channels=g_ch),
+            "generator": checkpointed(generator) if case.endswith("_ckpt") else generator,
             "critic": n.Baseline3DCritic(size, d_ch),
         }
         batch = {"image": torch.rand(batch_size, 1, size, size, size) * 2 - 1}
@@ -83,13 +119,45 @@ def build(case: str, device, batch_size: int = 2, slab: int = 16):
     return trainer, batch
 
 
-def worker(case: str, device_name: str, batch_size: int = 2, slab: int = 16) -> dict:
+def held_bytes(trainer) -> int:
+    """Bytes of the tensors a trainer holds between iterations: weights, gradients and optimiser states."""
+    import torch
+
+    total = 0
+    for net in trainer.networks.values():
+        for p in net.parameters():
+            total += p.numel() * p.element_size()
+            if p.grad is not None:
+                total += p.grad.numel() * p.grad.element_size()
+    for opt in trainer.optimizers.values():
+        for state in opt.state.values():
+            total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+    return total
+
+
+def allocator_peak_growth(step) -> tuple[int, int]:
+    """``(highest growth, final growth)`` in bytes of the CPU allocator's live bytes while ``step()`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak, live
+
+
+def worker(case: str, device_name: str, batch_size: int = 2, slab: int = 16, checkpoint_slices: bool = True) -> dict:
     """One case in this process: setup, warm-up iteration, timed iteration, peak memory."""
     import torch
 
     torch.manual_seed(0)
     device = torch.device(device_name)
-    trainer, batch = build(case, device, batch_size, slab)
+    trainer, batch = build(case, device, batch_size, slab, checkpoint_slices)
     trainer.state.device = device
     rss_setup = _rss_mb()
     params = {k: sum(p.numel() for p in v.parameters()) for k, v in trainer.networks.items()}
@@ -104,13 +172,19 @@ def worker(case: str, device_name: str, batch_size: int = 2, slab: int = 16) -> 
     seconds = time.perf_counter() - t0
     out = {"case": case, "device": device_name, "batch": batch_size, "parameters": params}
     out["slab_slices"] = slab if case == "ctsgan" else None
+    out["checkpoint_slices"] = checkpoint_slices if case == "ctsgan" else None
     out["iteration_s"] = round(seconds, 2)
     if device.type == "cuda":
         out["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:
         out["setup_rss_mb"] = round(rss_setup, 1)
         out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-        out["peak_memory_mb"] = round(_peak_rss_mb() - rss_setup, 1)
+        out["peak_rss_growth_mb"] = round(_peak_rss_mb() - rss_setup, 1)
+        held = held_bytes(trainer)
+        growth, final = allocator_peak_growth(lambda: trainer.train_step(batch))
+        out["held_mb"] = round(held / 2**20, 1)
+        out["step_peak_growth_mb"] = round(growth / 2**20, 1)
+        out["peak_memory_mb"] = round((held + growth) / 2**20, 1)
     if case == "ctsgan":
         gen = trainer.networks["generator"].eval()
         with torch.no_grad():
@@ -133,10 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the results as JSON")
     parser.add_argument("--batch", type=int, default=2, help="volumes per batch (every case)")
     parser.add_argument("--slab", type=int, default=16, help="CT-SGAN slab length T")
+    parser.add_argument(
+        "--checkpoint-slices",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CT-SGAN slab decoding with activation checkpointing (train.json's default)",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         sys.path[:0] = [str(BUNDLE), str(REPO / "common")]
-        print(json.dumps(worker(args.worker, args.device, args.batch, args.slab)))
+        print(json.dumps(worker(args.worker, args.device, args.batch, args.slab, args.checkpoint_slices)))
         return 0
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BUNDLE), str(REPO / "common")]))
     results = []
@@ -144,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", case, "--device", args.device, "--batch", str(args.batch)]
-            + ["--slab", str(args.slab)],
+            + ["--slab", str(args.slab), "--checkpoint-slices" if args.checkpoint_slices else "--no-checkpoint-slices"],
             capture_output=True,
             text=True,
             env=env,
@@ -160,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     if "ctsgan" in by and "baseline224" in by:
         ratio = by["ctsgan"]["peak_memory_mb"] / by["baseline224"]["peak_memory_mb"]
         print(f"CT-SGAN / 3D GAN at 224^3 peak training memory: {ratio:.3f} (goal: <= 0.25)")
+        if "peak_rss_growth_mb" in by["ctsgan"]:
+            rss = by["ctsgan"]["peak_rss_growth_mb"] / by["baseline224"]["peak_rss_growth_mb"]
+            print(f"the same from the peak resident-set growth (coarser): {rss:.3f}")
     print(f"load average after: {[round(v, 2) for v in os.getloadavg()]}, cpus: {os.cpu_count()}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

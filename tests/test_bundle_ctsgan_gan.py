@@ -162,11 +162,13 @@ def test_rand_slab_refuses_short_volumes_naming_them(sg):
 # ---------------------------------------------------------------- training step
 
 
-def _trainer(sg, depth=16, loss="wgan", penalty="wgan_gp", n_critic=2, batch=2, t=4, amp=None):
+def _trainer(sg, depth=16, loss="wgan", penalty="wgan_gp", n_critic=2, batch=2, t=4, amp=None, checkpoint=False):
     n = sg.networks
     torch.manual_seed(0)
+    gen = n.CTSGANGenerator(16, depth, content_dim=4, noise_dim=3, hidden_size=3, channels=[8, 4])
+    gen.checkpoint_slices = checkpoint
     nets = {
-        "generator": n.CTSGANGenerator(16, depth, content_dim=4, noise_dim=3, hidden_size=3, channels=[8, 4]),
+        "generator": gen,
         "slice_critic": n.SliceCritic(16, [4, 4]),
         "slab_critic": n.SlabCritic([4]),
     }
@@ -199,6 +201,31 @@ def test_training_decodes_only_the_slab_whatever_the_depth(sg):
         nets["generator"].slice_generator.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.shape[0]))
         trainer.run()
         assert seen == [8, 8, 8], depth
+
+
+def test_checkpointed_slab_decoding_trains_exactly_like_the_plain_one(sg, monkeypatch):
+    """train.json's checkpoint_slices: same weights, BatchNorm statistics and losses after two iterations."""
+    calls: list[int] = []
+    original = sg.networks.checkpoint_module
+
+    def counting(module, *inputs):
+        calls.append(inputs[0].shape[0])
+        return original(module, *inputs)
+
+    monkeypatch.setattr(sg.networks, "checkpoint_module", counting)
+    runs = []
+    for checkpoint in (False, True):
+        trainer, nets = _trainer(sg, n_critic=2, checkpoint=checkpoint)
+        trainer.run()
+        state = {f"{k}.{n}": v.detach().clone() for k, net in nets.items() for n, v in net.state_dict().items()}
+        runs.append((state, dict(trainer.state.metrics)))
+    (plain, plain_metrics), (ckpt, ckpt_metrics) = runs
+    assert calls == [8, 8, 8]  # every decode of the checkpointed run (n_critic 2 + 1), none of the plain one
+    assert plain.keys() == ckpt.keys()
+    for key in plain:
+        np.testing.assert_allclose(ckpt[key].float(), plain[key].float(), rtol=1e-4, atol=1e-6, err_msg=key)
+    for key in ("slice_critic", "slab_critic", "g_loss"):
+        assert ckpt_metrics[key] == pytest.approx(plain_metrics[key], rel=1e-4, abs=1e-6)
 
 
 def test_trainer_refuses_unknown_options(sg):

@@ -133,6 +133,54 @@ def test_update_clips_gradients():
     assert float(net.weight.norm()) == pytest.approx(0.5, rel=1e-5)  # SGD lr 1: step = clipped gradient
 
 
+def _one_net_trainer(net, amp=None):
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    return ToyGAN(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=[{"image": torch.zeros(5)}],
+        networks={"net": net},
+        optimizers={"net": opt},
+        amp=amp,
+    )
+
+
+@pytest.mark.parametrize("amp", [None, "fp16"])
+def test_update_with_loss_terms_equals_update_with_their_sum(amp):
+    """Terms are built and back-propagated one at a time (the first graph is gone when the second is built); the
+    step and the returned loss are those of the sum."""
+    x = torch.randn(6, 4)
+    results = []
+    for as_terms in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+        trainer = _one_net_trainer(net, amp=amp)
+        alive: list[bool] = []
+
+        def adversarial(net=net):
+            return net(x).mean()
+
+        def penalty(net=net, alive=alive):
+            # the first term's graph was freed by its backward pass before this one is built
+            alive.append(net[0].weight.grad is not None)
+            return 3.0 * net(x).square().mean()
+
+        loss = [adversarial, penalty] if as_terms else adversarial() + penalty()
+        total = trainer.update("net", loss)
+        results.append((float(total), [p.detach().clone() for p in net.parameters()]))
+        if as_terms:
+            assert alive == [True]
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_update_refuses_an_empty_list_of_terms():
+    trainer = _one_net_trainer(nn.Linear(4, 1))
+    with pytest.raises(ValueError, match=r"update\('net'\): no loss terms"):
+        trainer.update("net", [])
+
+
 @pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), (None, torch.float32)])
 def test_amp_switch_autocasts_the_step(amp, dtype):
     dtypes: list = []

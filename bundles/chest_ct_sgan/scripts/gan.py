@@ -51,21 +51,36 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 class _AdversarialMixin:
-    """The critic loss with the configured penalty, shared by the CT-SGAN and baseline steps."""
+    """The critic update with the configured penalty, shared by the CT-SGAN and baseline steps."""
 
     loss: str
     penalty: str
     penalty_weight: float
 
-    def penalised_critic_loss(self, critic: Any, real: torch.Tensor, fake: torch.Tensor, autocast: Any) -> torch.Tensor:
-        """Critic loss + penalty (``critic`` is any callable of one tensor)."""
-        with autocast():
-            loss = critic_loss(self.loss, critic(real), critic(fake))
+    def critic_update(
+        self, optimizer: str, critic: Any, real: torch.Tensor, fake: torch.Tensor, weight: float = 1.0
+    ) -> float:
+        """One update of a critic on ``weight * (critic loss + penalty)`` (``critic`` is any callable of one tensor).
+
+        The adversarial term and the penalty are back-propagated one after the other (``GenerativeTrainer.update``
+        with loss terms), so the critic's graphs on real and fake data are freed before the penalty's double-backward
+        graph is built: same gradients as their sum, lower peak memory.
+
+        Returns:
+            The penalised loss.
+        """
+        autocast = self.autocast  # type: ignore[attr-defined]
+
+        def adversarial() -> torch.Tensor:
+            with autocast():
+                return weight * critic_loss(self.loss, critic(real), critic(fake))
+
+        terms = [adversarial]
         if self.penalty == "wgan_gp":
-            loss = loss + self.penalty_weight * gradient_penalty(critic, real, fake)
+            terms.append(lambda: weight * self.penalty_weight * gradient_penalty(critic, real, fake))
         elif self.penalty == "r1":
-            loss = loss + 0.5 * self.penalty_weight * r1_penalty(critic, real)
-        return loss
+            terms.append(lambda: weight * 0.5 * self.penalty_weight * r1_penalty(critic, real))
+        return float(self.update(optimizer, terms).item())  # type: ignore[attr-defined]
 
 
 class CTSGANTrainer(_AdversarialMixin, GenerativeTrainer):
@@ -138,11 +153,9 @@ class CTSGANTrainer(_AdversarialMixin, GenerativeTrainer):
             real_x, pos = self.slice_terms(real_slices(crop, offsets), start[:, None] + offsets)
             fake_x, _ = self.slice_terms(fake[gather, offsets], start[:, None] + offsets)
             critic = functools.partial(d_slice, position=pos)
-            slice_loss = weight * self.penalised_critic_loss(critic, real_x, fake_x, self.autocast)
-            self.update("slice_critic", slice_loss)
-            slab_loss = self.penalised_critic_loss(d_slab, real_sl, fake[:, :, 1].unsqueeze(1), self.autocast)
-            self.update("slab_critic", slab_loss)
-            losses = {"slice_critic": float(slice_loss.item()), "slab_critic": float(slab_loss.item())}
+            slice_loss = self.critic_update("slice_critic", critic, real_x, fake_x, weight)
+            slab_loss = self.critic_update("slab_critic", d_slab, real_sl, fake[:, :, 1].unsqueeze(1))
+            losses = {"slice_critic": slice_loss, "slab_critic": slab_loss}
 
         with self.frozen("slice_critic", "slab_critic"), self.autocast():
             fake = self.fake_slab_region(start, t)
@@ -192,15 +205,14 @@ class Baseline3DGANTrainer(_AdversarialMixin, GenerativeTrainer):
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         real = batch["image"]
         gen, critic = self.networks["generator"], self.networks["critic"]
-        c_loss = torch.zeros(())
+        c_loss = 0.0
         for _ in range(self.n_critic):
             with torch.no_grad(), self.autocast():
                 fake = gen(*unwrap(gen).random_inputs(real.shape[0], self.state.device)).float()
-            c_loss = self.penalised_critic_loss(critic, real, fake, self.autocast)
-            self.update("critic", c_loss)
+            c_loss = self.critic_update("critic", critic, real, fake)
         with self.frozen("critic"), self.autocast():
             g_loss = generator_loss(
                 self.loss, critic(gen(*unwrap(gen).random_inputs(real.shape[0], self.state.device)))
             )
         self.update("generator", g_loss)
-        return {"critic": float(c_loss.item()), "g_loss": float(g_loss.item())}
+        return {"critic": c_loss, "g_loss": float(g_loss.item())}

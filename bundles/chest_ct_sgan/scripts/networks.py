@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctsynth.engines import checkpoint_module
+
 __all__ = [
     "SliceCodeRNN",
     "SliceGenerator",
@@ -151,6 +153,10 @@ class CTSGANGenerator(nn.Module):
         hidden_size: R_v hidden units per direction.
         channels: G_slice widths (see :class:`SliceGenerator`).
         chunk_size: steps decoded per G_slice call when a whole volume is generated.
+        checkpoint_slices: in training, decode the slab with activation checkpointing
+            (:func:`ctsynth.engines.checkpoint_module`): G_slice's activations are recomputed in the backward pass
+            instead of kept, with its BatchNorm statistics updated once; same outputs and gradients, one extra
+            G_slice forward per generator update, lower peak memory.
 
     Raises:
         ValueError: for a depth below 3 or an in-plane size G_slice cannot reach.
@@ -165,12 +171,14 @@ class CTSGANGenerator(nn.Module):
         hidden_size: int = 32,
         channels: Sequence[int] = (512, 256, 128, 64, 32),
         chunk_size: int = 16,
+        checkpoint_slices: bool = False,
     ) -> None:
         super().__init__()
         if int(depth) < 3:
             raise ValueError(f"CTSGANGenerator: depth must be >= 3 (one 3D slice), got {depth}")
         self.size, self.depth, self.steps = int(size), int(depth), int(depth) - 2
         self.content_dim, self.chunk_size = int(content_dim), max(1, int(chunk_size))
+        self.checkpoint_slices = bool(checkpoint_slices)
         self.rnn = SliceCodeRNN(noise_dim, hidden_size)
         self.slice_generator = SliceGenerator(self.content_dim + self.rnn.code_dim, size, channels)
 
@@ -191,7 +199,12 @@ class CTSGANGenerator(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``(B, K, d)`` codes -> ``(B, K, 3, size, size)`` 3D slices (one G_slice call)."""
         b, k = codes.shape[:2]
-        return self.slice_generator(codes.reshape(b * k, -1)).view(b, k, -1, self.size, self.size)
+        flat = codes.reshape(b * k, -1)
+        if self.checkpoint_slices and self.training:
+            slices = checkpoint_module(self.slice_generator, flat)
+        else:
+            slices = self.slice_generator(flat)
+        return slices.view(b, k, -1, self.size, self.size)
 
     def forward(
         self, content: torch.Tensor, noise: torch.Tensor, state: torch.Tensor, steps: torch.Tensor | None = None

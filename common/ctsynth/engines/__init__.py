@@ -5,6 +5,7 @@
 - :class:`CheckpointHandler`: atomic checkpoints with network definitions and RNG states, resume, final save.
 - :mod:`~ctsynth.engines.networks`: rebuild a trained network from its checkpoint alone (:func:`load_network`).
 - :class:`SeededSampler`: sample ``i`` depends only on ``(seed, i)``; NIfTI in HU, previews, manifest.
+- :func:`checkpoint_module`: activation checkpointing that keeps BatchNorm running statistics right.
 - loss CSV logging, checkpoint selection by the 3DGAUnet rule, seeding, DDP helpers.
 """
 
@@ -27,6 +28,7 @@ from ctsynth.engines.losses import (
     wasserstein_critic_loss,
     wasserstein_generator_loss,
 )
+from ctsynth.engines.memory import checkpoint_module, held_batchnorm_statistics
 from ctsynth.engines.networks import (
     build_network,
     load_network,
@@ -66,12 +68,14 @@ __all__ = [
     "bce_discriminator_loss",
     "bce_generator_loss",
     "build_network",
+    "checkpoint_module",
     "choose_checkpoint_epoch",
     "detect_blowup",
     "find_latest_checkpoint",
     "get_rank",
     "get_world_size",
     "gradient_penalty",
+    "held_batchnorm_statistics",
     "invert_intensity",
     "is_distributed",
     "is_main_process",

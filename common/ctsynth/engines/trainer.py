@@ -197,26 +197,47 @@ class GenerativeTrainer(Trainer):
             enabled=self.amp_dtype is not None,
         )
 
-    def update(self, optimizer: str, loss: torch.Tensor, retain_graph: bool = False) -> None:
+    def update(
+        self,
+        optimizer: str,
+        loss: torch.Tensor | Sequence[Callable[[], torch.Tensor]],
+        retain_graph: bool = False,
+    ) -> torch.Tensor:
         """Zero the optimiser's gradients, back-propagate ``loss``, clip, step.
 
         Only the parameters of this optimiser are zeroed; freeze the other networks (:meth:`frozen`) when the loss
         also depends on them, so no gradient is computed for them at all.
 
+        ``loss`` may also be a sequence of loss terms given as zero-argument callables (for example the adversarial
+        term and the gradient penalty of a critic): each term is built and back-propagated before the next one is
+        built, so only one term's graph is in memory at a time. The gradients, and the value returned, are those of
+        the terms' sum.
+
         Args:
             optimizer: name in ``optimizers``.
-            loss: scalar loss (in autocast precision is fine: it is scaled for fp16).
+            loss: scalar loss (in autocast precision is fine: it is scaled for fp16), or loss terms as callables.
             retain_graph: keep the graph for a second backward pass through it.
+
+        Returns:
+            The loss (the terms' sum), detached.
 
         Raises:
             KeyError: for an unknown optimiser name.
+            ValueError: for an empty sequence of terms.
         """
         if optimizer not in self.optimizers:
             raise KeyError(f"no optimiser '{optimizer}' (known: {sorted(self.optimizers)})")
+        terms = [lambda: loss] if isinstance(loss, torch.Tensor) else list(loss)
+        if not terms:
+            raise ValueError(f"update('{optimizer}'): no loss terms to back-propagate")
         opt = self.optimizers[optimizer]
         scaler = self.scalers.get(optimizer)
         opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler is not None else loss).backward(retain_graph=retain_graph)
+        total: torch.Tensor | None = None
+        for build_term in terms:
+            term = build_term()
+            (scaler.scale(term) if scaler is not None else term).backward(retain_graph=retain_graph)
+            total = term.detach() if total is None else total + term.detach()
         max_norm = self.grad_clip.get(optimizer)
         if max_norm is not None:
             if scaler is not None:
@@ -228,6 +249,7 @@ class GenerativeTrainer(Trainer):
             scaler.update()
         else:
             opt.step()
+        return total
 
     @contextmanager
     def frozen(self, *names: str) -> Iterator[None]:
