@@ -404,3 +404,45 @@ def test_epoch_loss_logger_on_the_trainer(tmp_path):
     trainer.run()
     log = read_loss_log(tmp_path / "l.csv")
     assert list(log["epoch"]) == [1, 2] and log["g_loss"][-1] == pytest.approx(trainer.state.metrics["g_loss"])
+
+
+def _critic_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def _terms_update_in_process_group(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        net = nn.parallel.DistributedDataParallel(_critic_net())
+        trainer = _one_net_trainer(net)
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(rank))
+        # the R1 term does not reach the output bias: under DDP it must not be synchronised on its own
+        trainer.update("net", [lambda: r1_penalty(net, x), lambda: net(x).mean()])
+        torch.save({k: v.detach() for k, v in net.module.state_dict().items()}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_loss_terms_under_ddp_step_with_the_mean_gradient_of_their_sum(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_terms_update_in_process_group, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # reference: one process, the gradient of the summed loss averaged over the two ranks' data, one SGD step
+    net = _critic_net()
+    grads = []
+    for rank in range(2):
+        net.zero_grad()
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(rank))
+        (r1_penalty(net, x) + net(x).mean()).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    with torch.no_grad():
+        for p, g0, g1 in zip(net.parameters(), *grads, strict=True):
+            p -= 0.1 * (g0 + g1) / 2
+    for key, value in net.state_dict().items():
+        for state in ranks:
+            np.testing.assert_allclose(state[key], value, rtol=1e-5, atol=1e-7, err_msg=key)

@@ -62,9 +62,10 @@ class _AdversarialMixin:
     ) -> float:
         """One update of a critic on ``weight * (critic loss + penalty)`` (``critic`` is any callable of one tensor).
 
-        The adversarial term and the penalty are back-propagated one after the other (``GenerativeTrainer.update``
-        with loss terms), so the critic's graphs on real and fake data are freed before the penalty's double-backward
-        graph is built: same gradients as their sum, lower peak memory.
+        The penalty and the adversarial term are back-propagated one after the other (``GenerativeTrainer.update``
+        with loss terms), so the penalty's double-backward graph is freed before the critic's graphs on real and fake
+        data are built: same gradients as their sum, lower peak memory. The adversarial term comes last because it
+        reaches every critic parameter (under DDP its backward pass all-reduces the sum).
 
         Returns:
             The penalised loss.
@@ -77,9 +78,9 @@ class _AdversarialMixin:
 
         terms = [adversarial]
         if self.penalty == "wgan_gp":
-            terms.append(lambda: weight * self.penalty_weight * gradient_penalty(critic, real, fake))
+            terms.insert(0, lambda: weight * self.penalty_weight * gradient_penalty(critic, real, fake))
         elif self.penalty == "r1":
-            terms.append(lambda: weight * 0.5 * self.penalty_weight * r1_penalty(critic, real))
+            terms.insert(0, lambda: weight * 0.5 * self.penalty_weight * r1_penalty(critic, real))
         return float(self.update(optimizer, terms).item())  # type: ignore[attr-defined]
 
 

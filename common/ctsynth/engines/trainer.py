@@ -208,10 +208,13 @@ class GenerativeTrainer(Trainer):
         Only the parameters of this optimiser are zeroed; freeze the other networks (:meth:`frozen`) when the loss
         also depends on them, so no gradient is computed for them at all.
 
-        ``loss`` may also be a sequence of loss terms given as zero-argument callables (for example the adversarial
-        term and the gradient penalty of a critic): each term is built and back-propagated before the next one is
+        ``loss`` may also be a sequence of loss terms given as zero-argument callables (for example the gradient
+        penalty and the adversarial term of a critic): each term is built and back-propagated before the next one is
         built, so only one term's graph is in memory at a time. The gradients, and the value returned, are those of
-        the terms' sum.
+        the terms' sum. Under DDP every term but the last is built and back-propagated with the networks' gradient
+        synchronisation off (``no_sync``: the gradients accumulate locally) and the last term's backward pass
+        all-reduces the accumulated sum, so the last term must reach every parameter the update trains (an
+        adversarial term does; a gradient penalty does not reach the critic's output bias).
 
         Args:
             optimizer: name in ``optimizers``.
@@ -234,9 +237,14 @@ class GenerativeTrainer(Trainer):
         scaler = self.scalers.get(optimizer)
         opt.zero_grad(set_to_none=True)
         total: torch.Tensor | None = None
-        for build_term in terms:
-            term = build_term()
-            (scaler.scale(term) if scaler is not None else term).backward(retain_graph=retain_graph)
+        for index, build_term in enumerate(terms):
+            with ExitStack() as stack:
+                if index < len(terms) - 1:
+                    for net in self.networks.values():
+                        if isinstance(net, DistributedDataParallel):
+                            stack.enter_context(net.no_sync())
+                term = build_term()
+                (scaler.scale(term) if scaler is not None else term).backward(retain_graph=retain_graph)
             total = term.detach() if total is None else total + term.detach()
         max_norm = self.grad_clip.get(optimizer)
         if max_norm is not None:
