@@ -13,6 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.ctsynth-installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install demo test test-fast lint bench clean
 
@@ -40,7 +41,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check common bundles tests bench
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
