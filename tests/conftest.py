@@ -58,6 +58,7 @@ class BundleRunner:
     - :meth:`run`: a config through ``monai.bundle.run`` (the function behind ``python -m monai.bundle run``)
       in-process, with the bundle's ``configs/smoke.json`` merged last unless ``smoke=False``.
     - :meth:`run_cli`: the same through ``python -m monai.bundle run`` in a subprocess of ``sys.executable``.
+    - :meth:`workflow`: an initialised ``ConfigWorkflow`` (``check_properties()``).
 
     Args:
         name: folder name under ``bundles/``, or the path of a bundle folder.
@@ -107,6 +108,22 @@ class BundleRunner:
                 logging_file=False,
                 **overrides,
             )
+
+    def workflow(self, *configs: str, workflow_type: str, smoke: bool = False, **overrides):
+        """An initialised ``monai.bundle.ConfigWorkflow`` of configs of this bundle (with its metadata, no logging
+        file), for ``check_properties()``; enter :meth:`scripts` first when the configs import the bundle's scripts.
+        """
+        from monai.bundle import ConfigWorkflow
+
+        wf = ConfigWorkflow(
+            config_file=self.config_files(*configs, smoke=smoke),
+            meta_file=str(self.configs / "metadata.json"),
+            logging_file=False,
+            workflow_type=workflow_type,
+            **overrides,
+        )
+        wf.initialize()
+        return wf
 
     def run_cli(self, *configs: str, args: tuple[str, ...] = (), smoke: bool = True, timeout: int = 600, check=True):
         """``python -m monai.bundle run`` in a subprocess (cwd: the bundle); fails the test on error when ``check``."""

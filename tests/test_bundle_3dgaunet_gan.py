@@ -704,13 +704,10 @@ def test_inference_cli_subprocess(train_run):
     assert len(_check_samples(dest, 2)) == 2 and (dest / "previews" / "tumor_0000.png").is_file()
 
 
-def test_config_properties(cube_dir, tmp_path):
-    from monai.bundle import ConfigWorkflow
-
-    train = ConfigWorkflow(
-        config_file=str(CONFIGS / "train.json"),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
+def test_config_properties(bundle_runner, cube_dir, tmp_path):
+    runner = bundle_runner("pancreas_ct_3dgaunet")
+    train = runner.workflow(
+        "train.json",
         workflow_type="train",
         dataset_dir=str(cube_dir / "tumor"),
         output_dir=str(tmp_path / "run"),
@@ -718,17 +715,13 @@ def test_config_properties(cube_dir, tmp_path):
         cache_rate=0.0,
         **{"generator_channels": [8, 16, 32]},
     )
-    train.initialize()
     assert train.check_properties() == []
     assert train.max_epochs == 2000
-    infer = ConfigWorkflow(
-        config_file=str(CONFIGS / "inference.json"),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
+    infer = runner.workflow(
+        "inference.json",
         workflow_type="infer",
         ckpt_path=str(cube_dir.parent / "run_tumor" / "checkpoints" / "checkpoint_epoch=1.pt"),
     )
-    infer.initialize()
     assert infer.check_properties() == []
 
 

@@ -322,28 +322,22 @@ def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
 
 
 def test_config_properties(runner, chest_dir, train_run, tmp_path):
-    from monai.bundle import ConfigWorkflow
-
     with runner.scripts():
-        train = ConfigWorkflow(
-            config_file=runner.config_files("train.json"),
-            meta_file=str(CONFIGS / "metadata.json"),
-            logging_file=False,
+        train = runner.workflow(
+            "train.json",
             workflow_type="train",
+            smoke=True,
             dataset_dir=str(chest_dir),
             output_dir=str(tmp_path / "run"),
         )
-        train.initialize()
         assert train.check_properties() == []
-        infer = ConfigWorkflow(
-            config_file=runner.config_files("inference.json"),
-            meta_file=str(CONFIGS / "metadata.json"),
-            logging_file=False,
+        infer = runner.workflow(
+            "inference.json",
             workflow_type="infer",
+            smoke=True,
             ckpt_path=str(train_run / "checkpoints" / "checkpoint_epoch=1.pt"),
             output_dir=str(tmp_path / "samples"),
         )
-        infer.initialize()
         assert infer.check_properties() == []
 
 

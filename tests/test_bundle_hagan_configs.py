@@ -168,13 +168,9 @@ def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
 
 
 def test_config_properties(runner, train_run, phantoms, tmp_path):
-    from monai.bundle import ConfigWorkflow
-
     with runner.scripts():
-        train = ConfigWorkflow(
-            config_file=str(CONFIGS / "train.json"),
-            meta_file=str(CONFIGS / "metadata.json"),
-            logging_file=False,
+        train = runner.workflow(
+            "train.json",
             workflow_type="train",
             dataset_dir=str(phantoms),
             output_dir=str(tmp_path / "run"),
@@ -182,17 +178,11 @@ def test_config_properties(runner, train_run, phantoms, tmp_path):
             cache_rate=0.0,
             generator_channel=16,
         )
-        train.initialize()
         assert train.check_properties() == []
         assert train.max_epochs == 80
-        infer = ConfigWorkflow(
-            config_file=str(CONFIGS / "inference.json"),
-            meta_file=str(CONFIGS / "metadata.json"),
-            logging_file=False,
-            workflow_type="infer",
-            ckpt_path=str(train_run / "checkpoints" / "checkpoint_epoch=1.pt"),
+        infer = runner.workflow(
+            "inference.json", workflow_type="infer", ckpt_path=str(train_run / "checkpoints" / "checkpoint_epoch=1.pt")
         )
-        infer.initialize()
         assert infer.check_properties() == []
 
 

@@ -204,30 +204,19 @@ def test_evaluate_histograms_rating_kit_and_notes(runner, trained, phantoms):
 
 
 def test_config_properties(runner, trained, phantoms, tmp_path):
-    from monai.bundle import ConfigWorkflow
-
     for configs, extra in ((STAGE1, {}), (STAGE2, {"autoencoder_ckpt": str(trained[0])})):
         with runner.scripts():
-            wf = ConfigWorkflow(
-                config_file=runner.config_files(*configs),
-                meta_file=str(CONFIGS / "metadata.json"),
-                logging_file=False,
+            wf = runner.workflow(
+                *configs,
                 workflow_type="train",
+                smoke=True,
                 dataset_dir=str(phantoms),
                 output_dir=str(tmp_path / configs[-1]),
                 **extra,
             )
-            wf.initialize()
             assert wf.check_properties() == []
     with runner.scripts():
-        infer = ConfigWorkflow(
-            config_file=str(CONFIGS / "inference.json"),
-            meta_file=str(CONFIGS / "metadata.json"),
-            logging_file=False,
-            workflow_type="infer",
-            ckpt_path=str(trained[1]),
-        )
-        infer.initialize()
+        infer = runner.workflow("inference.json", workflow_type="infer", ckpt_path=str(trained[1]))
         assert infer.check_properties() == []
 
 

@@ -69,19 +69,16 @@ def test_metadata_validates(bundle_runner, schema_dir, tmp_path):
 
 
 def test_config_properties(bundle_runner, phantoms, tmp_path):
-    from monai.bundle import ConfigWorkflow
-
-    with bundle_runner(BUNDLE).scripts():
-        train = ConfigWorkflow(
-            config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "smoke.json")],
-            meta_file=str(CONFIGS / "metadata.json"),
-            logging_file=False,
+    runner = bundle_runner(BUNDLE)
+    with runner.scripts():
+        train = runner.workflow(
+            "train.json",
             workflow_type="train",
+            smoke=True,
             dataset_dir=str(phantoms / "real"),
             synthetic_sources=[{"path": str(phantoms / "synthetic"), "trained_on": []}],
             study_dir=str(tmp_path / "study"),
         )
-        train.initialize()
         assert train.check_properties() == []
         assert train.max_epochs == 1
         assert train.parser.get_parsed_content("train#params")["roi_size"] == [32, 32, 32]

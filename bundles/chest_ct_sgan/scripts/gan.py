@@ -57,6 +57,16 @@ class _AdversarialMixin:
     penalty: str
     penalty_weight: float
 
+    def set_adversarial_options(self, loss: str, penalty: str, penalty_weight: float) -> None:
+        """Check and keep the loss and penalty options (names from :data:`LOSSES` and :data:`PENALTIES`).
+
+        Raises:
+            ValueError: for an unknown loss or penalty.
+        """
+        self.loss = _check_choice("loss", loss, LOSSES)
+        self.penalty = _check_choice("penalty", penalty, PENALTIES)
+        self.penalty_weight = float(penalty_weight)
+
     def critic_update(
         self, optimizer: str, critic: Any, real: torch.Tensor, fake: torch.Tensor, weight: float = 1.0
     ) -> float:
@@ -118,11 +128,10 @@ class CTSGANTrainer(_AdversarialMixin, GenerativeTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.loss = _check_choice("loss", loss, LOSSES)
-        self.penalty = _check_choice("penalty", penalty, PENALTIES)
+        self.set_adversarial_options(loss, penalty, penalty_weight)
         if int(n_critic) < 1 or int(slices_per_slab) < 1:
             raise ValueError(f"n_critic and slices_per_slab must be >= 1, got {n_critic} and {slices_per_slab}")
-        self.penalty_weight, self.n_critic = float(penalty_weight), int(n_critic)
+        self.n_critic = int(n_critic)
         self.slices_per_slab, self.sum_slice_terms = int(slices_per_slab), bool(sum_slice_terms)
 
     def fake_slab_region(self, start: torch.Tensor, t: int) -> torch.Tensor:
@@ -197,11 +206,10 @@ class Baseline3DGANTrainer(_AdversarialMixin, GenerativeTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.loss = _check_choice("loss", loss, LOSSES)
-        self.penalty = _check_choice("penalty", penalty, PENALTIES)
+        self.set_adversarial_options(loss, penalty, penalty_weight)
         if int(n_critic) < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
-        self.penalty_weight, self.n_critic = float(penalty_weight), int(n_critic)
+        self.n_critic = int(n_critic)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         real = batch["image"]
